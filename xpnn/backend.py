@@ -1,0 +1,234 @@
+"""Array backends: resolve ``xp`` from a device string or arrays, move arrays, and the dtype policy.
+
+Everything in ``nn``, ``optim`` and ``functional`` sees only the namespace returned here; the few
+operations that need backend knowledge (device moves, random draws, fast paths) live in this module.
+"""
+
+import importlib
+import weakref
+
+import array_api_compat
+import numpy as np
+
+from .errors import BackendUnavailableError, DeviceError, DTypeError, XpnnError
+
+FLOAT_DTYPES = ("float16", "float32", "float64")
+CUDA_INSTALL_HINT = "install CuPy with: pip install 'xpnn[cuda12]' (or 'xpnn[cuda13]' for CUDA 13)"
+
+_array_types = {}
+_namespaces = {}
+_device_generators = weakref.WeakKeyDictionary()
+
+
+def _numpy_namespace():
+    return array_api_compat.array_namespace(np.empty(0))
+
+
+def _import_cupy():
+    try:
+        return importlib.import_module("cupy")
+    except ImportError as exc:
+        raise BackendUnavailableError(f"device 'cuda' needs CuPy, which is not installed; {CUDA_INSTALL_HINT}") from exc
+
+
+def _cuda_namespace(index):
+    cupy = _import_cupy()
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CuPy raises its own CUDARuntimeError when no driver is present
+        raise BackendUnavailableError(f"device 'cuda' needs an NVIDIA GPU and driver; CuPy found none ({exc})") from exc
+    if count == 0:
+        raise BackendUnavailableError("device 'cuda' needs an NVIDIA GPU; CuPy found none")
+    if index is not None:
+        if not 0 <= index < count:
+            raise BackendUnavailableError(f"device 'cuda:{index}' does not exist; found {count} GPU(s): cuda:0..cuda:{count - 1}")
+        cupy.cuda.Device(index).use()
+    return array_api_compat.array_namespace(cupy.empty(0))
+
+
+def _strict_namespace():
+    try:
+        return importlib.import_module("array_api_strict")
+    except ImportError as exc:
+        raise BackendUnavailableError("backend 'array_api_strict' is not installed; pip install array-api-strict") from exc
+
+
+def _parse_device(spec):
+    name = spec.strip().lower()
+    if name in ("cpu", "numpy"):
+        return _numpy_namespace()
+    if name in ("cuda", "cupy", "gpu"):
+        return _cuda_namespace(None)
+    if name.startswith("cuda:"):
+        index = name[5:]
+        if not index.isdigit():
+            raise BackendUnavailableError(f"expected a device like 'cuda:0', got {spec!r}")
+        return _cuda_namespace(int(index))
+    if name in ("array_api_strict", "strict"):
+        return _strict_namespace()
+    raise BackendUnavailableError(f"expected a device 'cpu', 'cuda' or 'cuda:N', got {spec!r}")
+
+
+def resolve(spec=None):
+    """Return the Array API namespace for ``spec``: None/"cpu" (NumPy), "cuda"/"cuda:N" (CuPy),
+    "array_api_strict", a namespace or module, or an array whose namespace is wanted."""
+    if spec is None:
+        return _numpy_namespace()
+    if isinstance(spec, str):
+        return _parse_device(spec)
+    name = getattr(spec, "__name__", None)
+    if name == "numpy" or name == "array_api_compat.numpy":
+        return _numpy_namespace()
+    if name == "cupy" or name == "array_api_compat.cupy":
+        return _cuda_namespace(None)
+    if name is not None and hasattr(spec, "asarray") and hasattr(spec, "float32"):
+        return spec
+    try:
+        return array_api_compat.array_namespace(spec)
+    except TypeError as exc:
+        raise BackendUnavailableError(f"expected a device string, an array namespace or an array, got {type(spec).__name__}") from exc
+
+
+def namespace_of(*arrays):
+    """The namespace shared by ``arrays``; raises DeviceError when they mix backends.
+    A single array's namespace is cached by its type, since layers ask on every call."""
+    if len(arrays) == 1 and type(arrays[0]) in _namespaces:
+        return _namespaces[type(arrays[0])]
+    try:
+        xp = array_api_compat.array_namespace(*arrays)
+    except TypeError as exc:
+        kinds = ", ".join(describe(a) for a in arrays)
+        raise DeviceError(f"expected arrays of one backend, got {kinds}") from exc
+    if len(arrays) == 1:
+        _namespaces[type(arrays[0])] = xp
+    return xp
+
+
+def is_numpy(xp):
+    return array_api_compat.is_numpy_namespace(xp)
+
+
+def is_cupy(xp):
+    return array_api_compat.is_cupy_namespace(xp)
+
+
+def is_strict(xp):
+    return xp.__name__ == "array_api_strict"
+
+
+def device_name(xp):
+    """A short human name for the namespace's device: 'cpu', 'cuda:0' or 'array_api_strict'."""
+    if is_numpy(xp):
+        return "cpu"
+    if is_cupy(xp):
+        import cupy
+
+        return f"cuda:{cupy.cuda.Device().id}"
+    return xp.__name__
+
+
+def array_type(xp):
+    """The concrete array class of a namespace, used for cheap per-call input checks."""
+    key = xp.__name__
+    if key not in _array_types:
+        _array_types[key] = type(xp.zeros(1))
+    return _array_types[key]
+
+
+def describe(x):
+    """'numpy.ndarray float64 (2, 3)': what an object is, for error messages."""
+    shape = getattr(x, "shape", None)
+    dtype = getattr(x, "dtype", None)
+    kind = f"{type(x).__module__.split('.')[0]}.{type(x).__name__}"
+    if shape is None:
+        return kind
+    return f"{kind} {dtype_name(dtype)} {tuple(shape)}"
+
+
+def dtype_name(dtype):
+    """Canonical name ('float32') of a NumPy, CuPy or array_api_strict dtype, or of a string."""
+    if isinstance(dtype, str):
+        return np.dtype(dtype).name
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return str(dtype).rsplit(".", 1)[-1]
+
+
+def resolve_dtype(dtype, xp, where="dtype"):
+    """The namespace's floating dtype named by ``dtype`` (None means float32)."""
+    name = "float32" if dtype is None else dtype_name(dtype)
+    if name not in FLOAT_DTYPES:
+        raise DTypeError(f"{where}: expected a floating dtype ({', '.join(FLOAT_DTYPES)}), got {name}")
+    return getattr(xp, name)
+
+
+def check_array(x, xp, where, dtype=None):
+    """Raise a clear error unless ``x`` is an array of ``xp`` (and of ``dtype`` when given)."""
+    if type(x) is not array_type(xp):
+        if not hasattr(x, "shape"):
+            raise DeviceError(f"{where}: expected an array on {device_name(xp)}, got {type(x).__name__}")
+        raise DeviceError(
+            f"{where}: expected an array on {device_name(xp)}, got {describe(x)}; move it with xpnn.backend.asarray(x, xp) or model.to(...)"
+        )
+    if dtype is not None and x.dtype != dtype:
+        raise DTypeError(f"{where}: expected dtype {dtype_name(dtype)}, got {dtype_name(x.dtype)}")
+
+
+def to_numpy(x):
+    """A host NumPy copy (or view, for NumPy input) of any backend's array."""
+    if isinstance(x, np.ndarray):
+        return x
+    if array_api_compat.is_cupy_array(x):
+        return x.get()
+    return np.asarray(x)
+
+
+def asarray(x, xp, dtype=None):
+    """``x`` (host data or any backend's array) as an array of ``xp``, copying across devices only."""
+    if type(x) is not array_type(xp):
+        x = xp.asarray(to_numpy(x) if hasattr(x, "shape") else np.asarray(x))
+    if dtype is not None and x.dtype != dtype:
+        x = xp.astype(x, dtype)
+    return x
+
+
+def synchronize(xp):
+    """Wait for queued device work (a no-op on the CPU); use before reading a clock."""
+    if is_cupy(xp):
+        import cupy
+
+        cupy.cuda.get_current_stream().synchronize()
+
+
+def uniform(shape, xp, dtype, generator):
+    """Uniform [0, 1) samples on ``xp``'s device; NumPy and array_api_strict draw from the host
+    ``generator`` directly, CuPy from a device generator seeded once from it (no transfer per call)."""
+    if is_cupy(xp):
+        device_rng = _device_generators.get(generator)
+        if device_rng is None:
+            import cupy
+
+            device_rng = cupy.random.default_rng(int(generator.integers(2**63)))
+            _device_generators[generator] = device_rng
+        return device_rng.random(shape, dtype=dtype_name(dtype))
+    sample = generator.random(shape, dtype=np.dtype(dtype_name(dtype)) if dtype_name(dtype) != "float16" else np.float32)
+    return asarray(sample, xp, dtype)
+
+
+def available():
+    """The device strings usable on this machine: always 'cpu', 'array_api_strict' when installed,
+    and 'cuda:N' for each GPU CuPy can see."""
+    devices = ["cpu"]
+    try:
+        _strict_namespace()
+        devices.append("array_api_strict")
+    except XpnnError:
+        pass
+    try:
+        cupy = _import_cupy()
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception:
+        count = 0
+    devices.extend(f"cuda:{i}" for i in range(count))
+    return devices

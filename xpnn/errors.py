@@ -1,0 +1,33 @@
+"""Exceptions for mistakes a user can make; the CLI prints any of them on one line."""
+
+
+class XpnnError(Exception):
+    """Base class: a user-facing error whose message says what was expected and what was found."""
+
+
+class ShapeError(XpnnError, ValueError):
+    """An array has the wrong number of dimensions or the wrong size along one."""
+
+
+class DTypeError(XpnnError, TypeError):
+    """An array's dtype does not match the layer's or is not a supported floating dtype."""
+
+
+class DeviceError(XpnnError, ValueError):
+    """An array lives on another backend or device than the layer that received it."""
+
+
+class BackendUnavailableError(XpnnError, RuntimeError):
+    """A requested backend (CuPy, a GPU) is not installed or not present."""
+
+
+class DataError(XpnnError, ValueError):
+    """A data file is missing, truncated, corrupt or fails its checksum."""
+
+
+class CheckpointError(XpnnError, ValueError):
+    """A checkpoint cannot be read or does not fit the model it is loaded into."""
+
+
+class NonFiniteLossError(XpnnError, FloatingPointError):
+    """Training produced a NaN or infinite loss."""

@@ -1,0 +1,56 @@
+"""Linear (fully connected) layer, and Identity."""
+
+from .. import backend
+from ..errors import ShapeError
+from .init import initial_weight
+from .module import Module
+from .parameter import Parameter
+
+
+class Linear(Module):
+    """y = x @ weight + bias, with ``weight`` of shape (in_features, out_features) as in the seeds.
+    Inputs may have any leading dimensions (..., in_features)."""
+
+    def __init__(self, in_features, out_features, bias=True, init="he", dtype=None, xp=None, generator=None):
+        super().__init__(xp)
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.init = init
+        dtype = backend.resolve_dtype(dtype, self.xp, where="Linear")
+        w = initial_weight((self.in_features, self.out_features), self.in_features, self.out_features, init, generator)
+        self.weight = Parameter(backend.asarray(w, self.xp, dtype))
+        self.bias = Parameter(self.xp.zeros((self.out_features,), dtype=dtype)) if bias else None
+        self._x = None
+
+    def forward(self, x):
+        where = f"Linear({self.in_features}, {self.out_features})"
+        backend.check_array(x, self.xp, where, self.weight.data.dtype)
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ShapeError(f"{where}: expected input of shape (..., {self.in_features}), got {tuple(x.shape)}")
+        self._x = x
+        y = x @ self.weight.data
+        if self.bias is not None:
+            y += self.bias.data
+        return y
+
+    def backward(self, grad):
+        xp = self.xp
+        x2 = xp.reshape(self._x, (-1, self.in_features))
+        g2 = xp.reshape(grad, (-1, self.out_features))
+        self.weight.grad += x2.T @ g2
+        if self.bias is not None:
+            self.bias.grad += xp.sum(g2, axis=0)
+        return grad @ self.weight.data.T
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Identity(Module):
+    """Returns its input unchanged (a placeholder, as in PyTorch)."""
+
+    def forward(self, x):
+        return x
+
+    def backward(self, grad):
+        return grad

@@ -1,0 +1,177 @@
+"""Losses: calling one returns a 0-d array on the input's device (no host sync); ``backward()``
+returns the gradient with respect to the input."""
+
+from .. import backend, functional as F
+from ..errors import DTypeError, ShapeError
+from .module import Module
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+class _Loss(Module):
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"{type(self).__name__}: expected reduction in {REDUCTIONS}, got {reduction!r}")
+        self.reduction = reduction
+
+    def forward(self, input, target):
+        raise NotImplementedError
+
+    def _reduce(self, xp, values, count):
+        """Sum or average the per-element ``values`` over ``count`` elements."""
+        if self.reduction == "none":
+            return values
+        total = xp.sum(values)
+        return xp.asarray(total / count if self.reduction == "mean" else total)
+
+    def _upstream(self, grad, count):
+        """The factor each element's gradient is multiplied by: 1/count for the mean, the
+        caller's ``grad`` (0-d, or per element with reduction "none") when given."""
+        scale = 1 / count if self.reduction == "mean" else 1.0
+        if grad is None:
+            return scale
+        return grad * scale
+
+    def _check_pair(self, input, target, same_shape=True):
+        xp = backend.namespace_of(input)
+        name = type(self).__name__
+        if backend.dtype_name(input.dtype) not in backend.FLOAT_DTYPES:
+            raise DTypeError(f"{name}: expected a floating input, got {backend.dtype_name(input.dtype)}")
+        backend.check_array(target, xp, f"{name} target", input.dtype)
+        if same_shape and tuple(target.shape) != tuple(input.shape):
+            raise ShapeError(f"{name}: expected target of shape {tuple(input.shape)} like the input, got {tuple(target.shape)}")
+        return xp
+
+    def extra_repr(self):
+        return f"reduction={self.reduction!r}"
+
+
+def _check_labels(name, xp, logits, target):
+    """Validate integer class labels against (N, C) scores; the range check reads two numbers
+    back, so it runs on host backends only (on CUDA a bad label would cost a sync every step)."""
+    if logits.ndim != 2:
+        raise ShapeError(f"{name}: expected input of shape (N, C), got {tuple(logits.shape)}")
+    backend.check_array(target, xp, f"{name} target")
+    if target.ndim != 1 or target.shape[0] != logits.shape[0]:
+        raise ShapeError(f"{name}: expected class labels of shape ({logits.shape[0]},), got {tuple(target.shape)}")
+    if not backend.is_cupy(xp) and target.shape[0] > 0:
+        low, high = int(xp.min(target)), int(xp.max(target))
+        classes = logits.shape[1]
+        if low < 0 or high >= classes:
+            bad = low if low < 0 else high
+            raise ShapeError(f"{name}: expected class labels in [0, {classes - 1}], got {bad}")
+
+
+def _is_integer(array):
+    return backend.dtype_name(array.dtype).startswith(("int", "uint"))
+
+
+class CrossEntropyLoss(_Loss):
+    """Softmax cross-entropy on logits (N, C), fused with log-softmax. Targets are integer class
+    labels (N,) or class probabilities / one-hot rows (N, C) of the input's float dtype;
+    ``label_smoothing`` mixes the target with the uniform distribution, as in PyTorch."""
+
+    def __init__(self, reduction="mean", label_smoothing=0.0):
+        super().__init__(reduction)
+        if not 0 <= label_smoothing <= 1:
+            raise ValueError(f"CrossEntropyLoss: expected label_smoothing in [0, 1], got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, input, target):
+        xp = backend.namespace_of(input)
+        if backend.dtype_name(input.dtype) not in backend.FLOAT_DTYPES:
+            raise DTypeError(f"CrossEntropyLoss: expected floating logits, got {backend.dtype_name(input.dtype)}")
+        if hasattr(target, "dtype") and _is_integer(target):
+            _check_labels("CrossEntropyLoss", xp, input, target)
+            dist = F.one_hot(target, input.shape[1], input.dtype)
+        else:
+            if input.ndim != 2:
+                raise ShapeError(f"CrossEntropyLoss: expected input of shape (N, C), got {tuple(input.shape)}")
+            self._check_pair(input, target)
+            dist = target
+        eps = self.label_smoothing
+        if eps:
+            dist = dist * (1 - eps) + eps / input.shape[1]
+        logp = F.log_softmax(input, axis=1)
+        self._logp, self._dist = logp, dist
+        self._count = input.shape[0]
+        return self._reduce(xp, -xp.sum(dist * logp, axis=1), self._count)
+
+    def backward(self, grad=None):
+        xp = backend.namespace_of(self._logp)
+        mass = xp.sum(self._dist, axis=1, keepdims=True)
+        g = xp.exp(self._logp) * mass - self._dist
+        up = self._upstream(grad, self._count)
+        return g * (up[:, None] if self.reduction == "none" and grad is not None else up)
+
+    def extra_repr(self):
+        return f"reduction={self.reduction!r}, label_smoothing={self.label_smoothing}"
+
+
+class NLLLoss(_Loss):
+    """Negative log-likelihood of integer labels given log-probabilities (N, C), e.g. LogSoftmax output."""
+
+    def forward(self, input, target):
+        xp = backend.namespace_of(input)
+        _check_labels("NLLLoss", xp, input, target)
+        self._target, self._shape = target, tuple(input.shape)
+        self._dtype = input.dtype
+        return self._reduce(xp, -F.pick(input, target), input.shape[0])
+
+    def backward(self, grad=None):
+        up = self._upstream(grad, self._shape[0])
+        g = -F.one_hot(self._target, self._shape[1], self._dtype)
+        return g * (up[:, None] if self.reduction == "none" and grad is not None else up)
+
+
+class MSELoss(_Loss):
+    """Mean squared error over every element, like ``torch.nn.MSELoss``."""
+
+    def forward(self, input, target):
+        xp = self._check_pair(input, target)
+        self._diff = input - target
+        self._count = _numel(input)
+        return self._reduce(xp, self._diff * self._diff, self._count)
+
+    def backward(self, grad=None):
+        return self._diff * (2 * self._upstream(grad, self._count))
+
+
+class BCEWithLogitsLoss(_Loss):
+    """Binary cross-entropy on logits: max(x, 0) - x*y + log(1 + exp(-|x|)), stable for any |x|."""
+
+    def forward(self, input, target):
+        xp = self._check_pair(input, target)
+        self._x, self._y = input, target
+        self._count = _numel(input)
+        return self._reduce(xp, F.softplus(input) - input * target, self._count)
+
+    def backward(self, grad=None):
+        return (F.sigmoid(self._x) - self._y) * self._upstream(grad, self._count)
+
+
+class BCELoss(_Loss):
+    """Binary cross-entropy on probabilities; logs are clamped at -100 as in PyTorch, so p = 0 or 1
+    gives a finite loss."""
+
+    def forward(self, input, target):
+        xp = self._check_pair(input, target)
+        self._p, self._y = input, target
+        self._count = _numel(input)
+        log_p = xp.clip(xp.log(input), min=-100.0)
+        log_q = xp.clip(xp.log1p(-input), min=-100.0)
+        return self._reduce(xp, -(target * log_p + (1 - target) * log_q), self._count)
+
+    def backward(self, grad=None):
+        xp = backend.namespace_of(self._p)
+        p, y = self._p, self._y
+        g = (p - y) / xp.clip(p * (1 - p), min=1e-12)
+        return g * self._upstream(grad, self._count)
+
+
+def _numel(array):
+    n = 1
+    for d in array.shape:
+        n *= d
+    return n

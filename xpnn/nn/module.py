@@ -1,0 +1,233 @@
+"""Module: the base of every layer and model (registration, state, device moves) and Sequential."""
+
+from collections import OrderedDict
+
+import numpy as np
+
+from .. import backend
+from ..errors import CheckpointError
+from .parameter import Parameter
+
+
+class Module:
+    """A layer or a model: ``forward`` computes outputs and caches what ``backward`` needs;
+    ``backward`` takes the gradient of the outputs, accumulates parameter gradients into
+    ``Parameter.grad`` and returns the gradient of the inputs."""
+
+    def __init__(self, xp=None):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "xp", backend.resolve(xp))
+
+    def __setattr__(self, name, value):
+        if isinstance(value, Parameter):
+            self._modules.pop(name, None)
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._parameters.pop(name, None)
+            self._modules[name] = value
+        elif name in self._buffers:
+            self._buffers[name] = value
+        else:
+            self._parameters.pop(name, None)
+            self._modules.pop(name, None)
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name, array):
+        """Keep ``array`` as state that is saved and moved with the module but not trained."""
+        self._buffers[name] = array
+        object.__setattr__(self, name, array)
+
+    def forward(self, *args):
+        raise NotImplementedError(f"{type(self).__name__} does not define forward")
+
+    def backward(self, grad):
+        raise NotImplementedError(f"{type(self).__name__} does not define backward")
+
+    def __call__(self, *args):
+        return self.forward(*args)
+
+    # ---- traversal -------------------------------------------------------------------------
+
+    def named_children(self):
+        return iter(self._modules.items())
+
+    def children(self):
+        return iter(self._modules.values())
+
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        for _, module in self.named_modules():
+            yield module
+
+    def named_parameters(self, prefix=""):
+        seen = set()
+        for module_name, module in self.named_modules(prefix):
+            for name, param in module._parameters.items():
+                if id(param) not in seen:
+                    seen.add(id(param))
+                    yield (f"{module_name}.{name}" if module_name else name), param
+
+    def parameters(self):
+        for _, param in self.named_parameters():
+            yield param
+
+    def named_buffers(self, prefix=""):
+        for module_name, module in self.named_modules(prefix):
+            for name, buf in module._buffers.items():
+                yield (f"{module_name}.{name}" if module_name else name), buf
+
+    def buffers(self):
+        for _, buf in self.named_buffers():
+            yield buf
+
+    def num_parameters(self):
+        """Total number of trainable scalars."""
+        return sum(p.size for p in self.parameters())
+
+    # ---- state -----------------------------------------------------------------------------
+
+    def zero_grad(self):
+        for param in self.parameters():
+            param.zero_grad()
+
+    def train(self, mode=True):
+        """Switch training behaviour (Dropout, BatchNorm) on or off for every submodule."""
+        for module in self.modules():
+            object.__setattr__(module, "training", bool(mode))
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def to(self, device=None, dtype=None):
+        """Move every parameter, gradient and buffer to ``device`` (a device string or a
+        namespace) and/or cast floating ones to ``dtype``; returns self."""
+        xp = self.xp if device is None else backend.resolve(device)
+        target = None if dtype is None else backend.resolve_dtype(dtype, xp, where=f"{type(self).__name__}.to")
+        for module in self.modules():
+            object.__setattr__(module, "xp", xp)
+            for param in module._parameters.values():
+                param.data = backend.asarray(param.data, xp, target)
+                param.grad = backend.asarray(param.grad, xp, target)
+            for name, buf in list(module._buffers.items()):
+                cast = target if target is not None and _is_floating(buf) else None
+                setattr(module, name, backend.asarray(buf, xp, cast))
+        return self
+
+    def state_dict(self):
+        """Host NumPy copies of every parameter and buffer, keyed like ``"0.weight"``."""
+        state = OrderedDict()
+        for name, param in self.named_parameters():
+            state[name] = np.array(backend.to_numpy(param.data), copy=True)
+        for name, buf in self.named_buffers():
+            state[name] = np.array(backend.to_numpy(buf), copy=True)
+        return state
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy arrays (from any device) into the parameters and buffers, checking names and shapes."""
+        own = OrderedDict(self.named_parameters())
+        buffers = OrderedDict(self.named_buffers())
+        expected = list(own) + list(buffers)
+        missing = [k for k in expected if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own and k not in buffers]
+        if strict and (missing or unexpected):
+            raise CheckpointError(
+                f"{type(self).__name__}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}"
+            )
+        for name, param in own.items():
+            if name in state_dict:
+                value = state_dict[name]
+                _check_shape(name, param.shape, value)
+                param.data = backend.asarray(value, self.xp, param.dtype)
+        for name, buf in buffers.items():
+            if name in state_dict:
+                value = state_dict[name]
+                _check_shape(name, tuple(buf.shape), value)
+                module_name, _, attr = name.rpartition(".")
+                owner = self._submodule(module_name)
+                setattr(owner, attr, backend.asarray(value, self.xp, buf.dtype))
+
+    def _submodule(self, dotted):
+        module = self
+        for part in filter(None, dotted.split(".")):
+            module = module._modules[part]
+        return module
+
+    # ---- printing --------------------------------------------------------------------------
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        head = f"{type(self).__name__}({self.extra_repr()})"
+        if not self._modules:
+            return head
+        lines = [f"{type(self).__name__}("]
+        for name, child in self._modules.items():
+            child_lines = repr(child).splitlines()
+            count = child.num_parameters()
+            suffix = f"  # {count:,} params" if count and not child._modules else ""
+            lines.append(f"  ({name}): {child_lines[0]}{suffix}")
+            lines.extend("  " + line for line in child_lines[1:])
+        lines.append(f")  # {self.num_parameters():,} params in total")
+        return "\n".join(lines)
+
+
+def _is_floating(array):
+    return backend.dtype_name(array.dtype) in backend.FLOAT_DTYPES
+
+
+def _check_shape(name, expected, value):
+    found = tuple(getattr(value, "shape", ()))
+    if found != tuple(expected):
+        raise CheckpointError(f"load_state_dict: {name} expected shape {tuple(expected)}, got {found}")
+
+
+class Sequential(Module):
+    """Modules applied in order; backward runs them in reverse."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
+            items = modules[0].items()
+        else:
+            items = ((str(i), m) for i, m in enumerate(modules))
+        for name, module in items:
+            if not isinstance(module, Module):
+                raise TypeError(f"Sequential: expected Module instances, got {type(module).__name__} at position {name}")
+            setattr(self, name, module)
+        if self._modules:
+            object.__setattr__(self, "xp", next(iter(self._modules.values())).xp)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, index):
+        layers = list(self._modules.values())
+        if isinstance(index, slice):
+            return Sequential(*layers[index])
+        return layers[index]
+
+    def append(self, module):
+        setattr(self, str(len(self._modules)), module)
+        return self
+
+    def forward(self, x):
+        for module in self._modules.values():
+            x = module(x)
+        return x
+
+    def backward(self, grad):
+        for module in reversed(self._modules.values()):
+            grad = module.backward(grad)
+        return grad

@@ -1,0 +1,44 @@
+"""RMSprop with momentum, centering and weight decay, following torch.optim.RMSprop."""
+
+from .. import backend
+from .optimizer import Optimizer, check_hyper
+
+
+class RMSprop(Optimizer):
+    """Divide the gradient by a running RMS of recent gradients (centered: by their running std)."""
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+        check_hyper("RMSprop", lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum)
+        defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered)
+        super().__init__(params, defaults)
+
+    def _update(self, param, state, group):
+        xp = backend.namespace_of(param.data)
+        alpha, lr = group["alpha"], group["lr"]
+        grad = param.grad
+        if not state:
+            state["step"] = 0
+            state["square_avg"] = xp.zeros_like(param.data)
+            if group["momentum"] > 0:
+                state["momentum_buffer"] = xp.zeros_like(param.data)
+            if group["centered"]:
+                state["grad_avg"] = xp.zeros_like(param.data)
+        state["step"] += 1
+        if group["weight_decay"]:
+            grad = grad + group["weight_decay"] * param.data
+        square_avg = state["square_avg"]
+        square_avg *= alpha
+        square_avg += (1 - alpha) * grad * grad
+        if group["centered"]:
+            grad_avg = state["grad_avg"]
+            grad_avg += (1 - alpha) * (grad - grad_avg)
+            avg = xp.sqrt(square_avg - grad_avg * grad_avg) + group["eps"]
+        else:
+            avg = xp.sqrt(square_avg) + group["eps"]
+        if group["momentum"] > 0:
+            buf = state["momentum_buffer"]
+            buf *= group["momentum"]
+            buf += grad / avg
+            param.data -= lr * buf
+        else:
+            param.data -= lr * (grad / avg)
