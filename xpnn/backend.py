@@ -160,6 +160,8 @@ def resolve_dtype(dtype, xp, where="dtype"):
     name = "float32" if dtype is None else dtype_name(dtype)
     if name not in FLOAT_DTYPES:
         raise DTypeError(f"{where}: expected a floating dtype ({', '.join(FLOAT_DTYPES)}), got {name}")
+    if not hasattr(xp, name):
+        raise DTypeError(f"{where}: dtype {name} is not available on {device_name(xp)}")
     return getattr(xp, name)
 
 
