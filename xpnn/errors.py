@@ -31,3 +31,7 @@ class CheckpointError(XpnnError, ValueError):
 
 class NonFiniteLossError(XpnnError, FloatingPointError):
     """Training produced a NaN or infinite loss."""
+
+
+class ConfigError(XpnnError, ValueError):
+    """An option or argument has a value outside what is accepted (an unknown name, a bad size)."""

@@ -1,0 +1,96 @@
+import hashlib
+import shutil
+
+import numpy as np
+import pytest
+from data_helpers import REAL_MNIST, closed_port, isolated_env, serve, write_mnist  # noqa: F401 (isolated_env is a fixture)
+
+from xpnn.data import DATASETS, download, load_dataset
+from xpnn.errors import DataError
+
+pytestmark = pytest.mark.usefixtures("isolated_env")
+TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+def _trust(monkeypatch, directory):
+    """Make the registry expect the md5s of the files in ``directory`` (they are not the canonical bytes)."""
+    for name in TEST_FILES:
+        monkeypatch.setitem(DATASETS["mnist"].md5, name, hashlib.md5((directory / name).read_bytes()).hexdigest())
+
+
+def test_download_checks_md5_and_loads(tmp_path, monkeypatch):
+    images, labels = write_mnist(tmp_path / "served", "test")
+    _trust(monkeypatch, tmp_path / "served")
+    with serve(tmp_path / "served") as url:
+        monkeypatch.setenv("XPNN_MNIST_MIRROR", url)
+        ds = load_dataset("mnist", train=False, root=tmp_path / "data")
+    np.testing.assert_array_equal(ds.images, images)
+    np.testing.assert_array_equal(ds.labels, labels)
+    assert sorted(p.name for p in (tmp_path / "data" / "mnist").iterdir()) == sorted(TEST_FILES)
+
+
+@pytest.mark.skipif(not REAL_MNIST.is_dir(), reason=f"no MNIST copy at {REAL_MNIST}")
+def test_download_real_files(tmp_path, monkeypatch):
+    served = tmp_path / "served"
+    served.mkdir()
+    for name in TEST_FILES:
+        shutil.copy(REAL_MNIST / name, served / name)
+    _trust(monkeypatch, served)
+    with serve(served) as url:
+        monkeypatch.setenv("XPNN_MNIST_MIRROR", url)
+        directory = download("mnist", train=False)
+    assert directory == tmp_path / "cache" / "xpnn" / "mnist"
+    assert len(load_dataset("mnist", train=False, download=False)) == 10000
+
+
+def test_corrupt_download_is_not_kept(tmp_path, monkeypatch):
+    served = tmp_path / "served"
+    write_mnist(served, "test")
+    _trust(monkeypatch, served)
+    damaged = bytearray((served / TEST_FILES[0]).read_bytes())
+    damaged[100] ^= 0xFF
+    (served / TEST_FILES[0]).write_bytes(bytes(damaged))
+    expected, found = DATASETS["mnist"].md5[TEST_FILES[0]], hashlib.md5(damaged).hexdigest()
+    with serve(served) as url:
+        monkeypatch.setenv("XPNN_MNIST_MIRROR", url)
+        with pytest.raises(DataError, match=f"t10k-images-idx3-ubyte.gz: checksum mismatch: expected md5 {expected}, found {found}"):
+            load_dataset("mnist", train=False, root=tmp_path / "data")
+    assert list((tmp_path / "data" / "mnist").iterdir()) == []
+
+
+def test_falls_back_to_the_next_mirror(tmp_path, monkeypatch):
+    images, _ = write_mnist(tmp_path / "served", "test")
+    _trust(monkeypatch, tmp_path / "served")
+    (tmp_path / "empty").mkdir()
+    with serve(tmp_path / "empty") as missing, serve(tmp_path / "served") as good:
+        dead = f"http://127.0.0.1:{closed_port()}/"
+        monkeypatch.setenv("XPNN_MNIST_MIRROR", f"{dead}, {missing} {good}")
+        np.testing.assert_array_equal(load_dataset("mnist", train=False, root=tmp_path / "data").images, images)
+
+
+def test_unreachable_server_explains_what_to_do(tmp_path):
+    with pytest.raises(DataError) as err:
+        load_dataset("fashion-mnist", root=tmp_path)
+    message = str(err.value)
+    assert message.startswith(
+        "fashion-mnist: missing train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz and could not be downloaded (http://127.0.0.1:"
+    )
+    assert "Connection refused" in message
+    assert f"Put them in {tmp_path / 'fashion-mnist'} (searched: {tmp_path / 'fashion-mnist'}, {tmp_path};" in message
+    assert message.endswith("or use --dataset digits, which ships with xpnn and needs no download")
+    assert list((tmp_path / "fashion-mnist").iterdir()) == []
+
+
+def test_registry_mirrors_are_the_canonical_ones():
+    assert DATASETS["mnist"].mirrors[0] == "https://ossci-datasets.s3.amazonaws.com/mnist/"
+    assert DATASETS["mnist"].md5["train-images-idx3-ubyte.gz"] == "f68b3c2dcbeaaa9fbdd348bbdeb94873"
+    assert all(len(info.md5) == 4 for info in DATASETS.values() if not info.bundled)
+    assert download("digits").joinpath("digits.npz").is_file()
+
+
+def test_missing_on_every_mirror_names_the_http_status(tmp_path, monkeypatch):
+    (tmp_path / "empty").mkdir()
+    with serve(tmp_path / "empty") as url:
+        monkeypatch.setenv("XPNN_MNIST_MIRROR", url)
+        with pytest.raises(DataError, match=f"could not be downloaded \\({url}t10k-images-idx3-ubyte.gz: HTTP 404 File not found\\)"):
+            load_dataset("mnist", train=False, root=tmp_path / "data")

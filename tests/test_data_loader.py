@@ -1,0 +1,125 @@
+import json
+
+import numpy as np
+import pytest
+
+from xpnn import backend as xb
+from xpnn import random as xpnn_random
+from xpnn.data import DataLoader
+from xpnn.errors import ConfigError, ShapeError
+
+N = 23
+
+
+def _data():
+    x = np.arange(N * 3, dtype=np.float32).reshape(N, 3)
+    return x, np.arange(N, dtype=np.int64)
+
+
+def _epoch(loader):
+    """The sample indices of one epoch, batch by batch, read back from the yielded y."""
+    return [xb.to_numpy(yb).tolist() for _, yb in loader]
+
+
+def test_plain_batches_are_contiguous_slices():
+    x, y = _data()
+    loader = DataLoader(x, y, batch_size=5)
+    assert (len(loader), loader.batch_size, loader.dataset_size) == (5, 5, N)
+    batches = list(loader)
+    assert [len(yb) for _, yb in batches] == [5, 5, 5, 5, 3]
+    np.testing.assert_array_equal(np.concatenate([xb for xb, _ in batches]), x)
+    assert np.shares_memory(batches[0][0], x)  # slices, no gather
+
+
+def test_drop_last():
+    loader = DataLoader(*_data(), batch_size=5, drop_last=True)
+    assert len(loader) == 4
+    assert [len(b) for b in _epoch(loader)] == [5, 5, 5, 5]
+    assert len(DataLoader(*_data(), batch_size=N, drop_last=True)) == 1
+    assert len(DataLoader(*_data(), batch_size=N + 1, drop_last=True)) == 0
+
+
+def test_shuffle_covers_each_sample_once_and_changes_every_epoch():
+    x, y = _data()
+    loader = DataLoader(x, y, batch_size=4, shuffle=True, seed=1)
+    epochs = [_epoch(loader) for _ in range(3)]
+    for epoch in epochs:
+        assert sorted(sum(epoch, [])) == list(range(N))
+    assert epochs[0] != epochs[1] != epochs[2]
+    for xbatch, ybatch in loader:
+        np.testing.assert_array_equal(xbatch, x[ybatch])  # x and y gathered with the same indices
+
+
+def test_shuffle_is_reproducible_from_the_seed():
+    a = DataLoader(*_data(), batch_size=4, shuffle=True, seed=7)
+    b = DataLoader(*_data(), batch_size=4, shuffle=True, seed=7)
+    c = DataLoader(*_data(), batch_size=4, shuffle=True, seed=8)
+    assert [_epoch(a), _epoch(a)] == [_epoch(b), _epoch(b)]
+    assert _epoch(a) != _epoch(c)
+
+
+def test_shuffle_is_drawn_when_the_epoch_starts():
+    a = DataLoader(*_data(), batch_size=4, shuffle=True, seed=0)
+    b = DataLoader(*_data(), batch_size=4, shuffle=True, seed=0)
+    iter(a)  # an epoch started and abandoned before its first batch still uses up its order
+    _epoch(b)
+    assert _epoch(a) == _epoch(b)
+
+
+def test_state_dict_resumes_the_same_order():
+    uninterrupted = DataLoader(*_data(), batch_size=4, shuffle=True, seed=3)
+    expected = [_epoch(uninterrupted) for _ in range(4)]
+    first = DataLoader(*_data(), batch_size=4, shuffle=True, seed=3)
+    done = [_epoch(first), _epoch(first)]
+    state = json.loads(json.dumps(first.state_dict()))
+    resumed = DataLoader(*_data(), batch_size=4, shuffle=True, seed=999)
+    resumed.load_state_dict(state)
+    assert done + [_epoch(resumed), _epoch(resumed)] == expected
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_batches_live_on_the_device(backend, shuffle):
+    x, y = _data()
+    loader = DataLoader(x, y, batch_size=5, shuffle=shuffle, seed=0, device=backend.device)
+    array = xb.array_type(backend.xp)
+    for xbatch, ybatch in loader:
+        assert type(xbatch) is array and type(ybatch) is array
+        assert xbatch.dtype == backend.xp.float32 and ybatch.dtype == backend.xp.int64
+        np.testing.assert_array_equal(xb.to_numpy(xbatch), x[xb.to_numpy(ybatch)])
+    assert sorted(sum(_epoch(loader), [])) == list(range(N))
+    assert type(DataLoader(x, y, device=backend.xp).x) is array  # a namespace works as well as a string
+
+
+def test_cpu_device_and_host_lists():
+    loader = DataLoader([[1.0], [2.0], [3.0]], [0, 1, 2], batch_size=2, device="cpu")
+    (xb, yb), (xb2, _) = list(loader)
+    assert isinstance(xb, np.ndarray) and xb.shape == (2, 1) and yb.tolist() == [0, 1] and xb2.shape == (1, 1)
+
+
+def test_keeps_arrays_on_their_backend():
+    xps = pytest.importorskip("array_api_strict")
+    x, y = _data()
+    loader = DataLoader(xps.asarray(x), xps.asarray(y), batch_size=4)
+    assert type(next(iter(loader))[0]) is xb.array_type(xps)
+
+
+def test_seed_none_follows_xpnn_random():
+    saved = xpnn_random.get_rng_state()
+    try:
+        xpnn_random.manual_seed(5)
+        a = _epoch(DataLoader(*_data(), batch_size=4, shuffle=True))
+        xpnn_random.manual_seed(5)
+        assert _epoch(DataLoader(*_data(), batch_size=4, shuffle=True)) == a
+    finally:
+        xpnn_random.set_rng_state(saved)
+
+
+def test_mismatched_lengths():
+    with pytest.raises(ShapeError, match=r"DataLoader: expected x and y of the same length, got x of shape \(23, 3\) and y of shape \(22,\)"):
+        DataLoader(_data()[0], np.zeros(22))
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, True, None])
+def test_batch_size_must_be_a_positive_int(bad):
+    with pytest.raises(ConfigError, match=f"DataLoader: expected batch_size to be a positive int, got {bad!r}"):
+        DataLoader(*_data(), batch_size=bad)

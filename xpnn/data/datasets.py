@@ -1,0 +1,142 @@
+"""Load a registered dataset by name into a :class:`Dataset`: find its files, download what is
+missing, read and check them, and hand out normalised arrays ready for a model."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .digits import PATH as DIGITS_PATH
+from .digits import load_digits
+from .fetch import download_files, missing_message
+from .idx import read_idx
+from .registry import DATASETS, dataset_info
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """One split of a dataset held in host memory: ``images`` uint8 (N, H, W), ``labels`` int64 (N,).
+
+    ``pixel_max`` is the value of a full-intensity pixel; ``mean``/``std`` normalise the scaled
+    pixels (the training split's statistics, used for both splits).
+    """
+
+    name: str
+    split: str
+    images: np.ndarray
+    labels: np.ndarray
+    classes: tuple
+    pixel_max: float = 255.0
+    mean: float = 0.0
+    std: float = 1.0
+
+    def __post_init__(self):
+        where = f"{self.name} ({self.split})"
+        if self.images.ndim != 3:
+            raise DataError(f"{where}: expected images of shape (N, H, W), found {self.images.shape}")
+        if self.labels.shape != (len(self.images),):
+            raise DataError(f"{where}: expected {len(self.images)} labels (one per image), found shape {self.labels.shape}")
+        if len(self.labels) and not 0 <= self.labels.min() <= self.labels.max() < len(self.classes):
+            bad = self.labels[(self.labels < 0) | (self.labels >= len(self.classes))]
+            raise DataError(f"{where}: expected labels in 0..{len(self.classes) - 1}, found {bad[0]} ({len(bad)} out of range)")
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __repr__(self):
+        h, w = self.images.shape[1:]
+        return f"Dataset({self.name!r}, split={self.split!r}, {len(self)} images of {h}x{w}, {len(self.classes)} classes)"
+
+    def arrays(self, flatten=False):
+        """(x, y): x float32, scaled to [0, 1] then normalised by ``mean``/``std``, shaped (N, 1, H, W)
+        or (N, H*W) when ``flatten``; y int64 (N,). Both are new host NumPy arrays."""
+        x = self.images.astype(np.float32)
+        x /= self.pixel_max
+        x -= self.mean
+        x /= self.std
+        shape = (len(x), -1) if flatten else (len(x), 1, *x.shape[1:])
+        return x.reshape(shape), self.labels.astype(np.int64)
+
+
+def data_dirs(name, root=None):
+    """The directories searched for dataset ``name``, in order; the first is where downloads go.
+
+    The base is ``root`` if given, else ``$XPNN_DATA_DIR`` if set (files either directly in it or in
+    ``<base>/<name>/``), else ``$XDG_CACHE_HOME/xpnn/<name>`` (``~/.cache/xpnn/<name>``).
+    """
+    base = root if root is not None else os.environ.get("XPNN_DATA_DIR")
+    if not base:
+        cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        return [Path(cache) / "xpnn" / name]
+    base = Path(base).expanduser()
+    if base.name == name:
+        return [base]
+    if base.name in DATASETS:  # another dataset's folder (mnist/ when asking for fashion-mnist): same file names
+        return [base / name]
+    return [base / name, base]
+
+
+def _spellings(stem):
+    """The accepted names of an IDX file: canonical first, then with '.' before idx, each with and without .gz."""
+    dotted = stem.replace("-idx", ".idx")
+    return [f"{stem}.gz", stem, f"{dotted}.gz", dotted]
+
+
+def _find(directory, stem):
+    return next((directory / n for n in _spellings(stem) if (directory / n).is_file()), None)
+
+
+def _find_split(directory, stems):
+    paths = [_find(directory, stem) for stem in stems]
+    return paths if all(paths) else None
+
+
+def _locate(info, split, root, download):
+    """Paths of the split's (images, labels) files, downloading them into the first directory if allowed."""
+    stems = info.files(split)
+    dirs = data_dirs(info.name, root)
+    for directory in dirs:
+        found = _find_split(directory, stems)
+        if found:
+            return found
+    target = dirs[0]
+    missing = [f"{stem}.gz" for stem in stems if _find(target, stem) is None]
+    if not download:
+        raise DataError(missing_message(info, missing, target, dirs, " (download=False)"))
+    download_files(info, missing, target, dirs)
+    return _find_split(target, stems)
+
+
+def load_dataset(name, train=True, root=None, download=True):
+    """Load the training (``train=True``) or test split of dataset ``name`` (see ``DATASETS``).
+
+    Files are looked up under ``root``, else ``$XPNN_DATA_DIR``, else the user cache (see
+    :func:`data_dirs`); missing ones are downloaded and checksummed when ``download`` is true.
+    Files found on disk are trusted as found, after the IDX reader's checks.
+    """
+    info = dataset_info(name)
+    split = "train" if train else "test"
+    if info.bundled:
+        images, labels = load_digits(split)
+    else:
+        images_path, labels_path = _locate(info, split, root, download)
+        images = read_idx(images_path, ndim=3, dtype=np.uint8)
+        labels = read_idx(labels_path, ndim=1, dtype=np.uint8)
+        if len(images) != len(labels):
+            raise DataError(
+                f"{info.name} ({split}): {images_path.name} has {len(images)} images but {labels_path.name} has {len(labels)} labels"
+            )
+    return Dataset(info.name, split, images, labels.astype(np.int64), info.classes, info.pixel_max, info.mean, info.std)
+
+
+def download(name, root=None, train=None):
+    """Download the files of dataset ``name`` that are not on disk yet (both splits unless ``train``
+    picks one) and return the directory that holds them."""
+    info = dataset_info(name)
+    if info.bundled:
+        return DIGITS_PATH.parent
+    splits = ["train", "test"] if train is None else ["train" if train else "test"]
+    paths = [path for split in splits for path in _locate(info, split, root, download=True)]
+    return paths[0].parent

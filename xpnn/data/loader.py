@@ -1,0 +1,71 @@
+"""Mini-batches of device arrays: the data is uploaded once, each epoch's shuffle is drawn on the host
+(identical on every backend for a seed) and each batch is gathered on the device."""
+
+import numpy as np
+
+from .. import backend
+from .. import random as xpnn_random
+from ..errors import ConfigError, ShapeError
+
+
+class DataLoader:
+    """Iterate over ``(xb, yb)`` batches of ``x`` and ``y`` (same length along axis 0) on ``device``.
+
+    ``device`` is a device string or namespace for :func:`xpnn.backend.resolve`; None keeps arrays
+    on their own backend (host data goes to NumPy). With ``shuffle``, every ``iter()`` starts a new
+    epoch in a new order from a host generator seeded with ``seed`` (None: drawn from
+    :func:`xpnn.random.default_generator`, so ``xpnn.random.manual_seed`` makes it reproducible).
+    ``len()`` is the number of batches per epoch, as in PyTorch.
+    """
+
+    def __init__(self, x, y, batch_size=64, shuffle=False, drop_last=False, seed=None, device=None):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ConfigError(f"DataLoader: expected batch_size to be a positive int, got {batch_size!r}")
+        if device is None and hasattr(x, "__array_namespace__"):
+            device = x
+        self.xp = backend.resolve(device)
+        self.x = backend.asarray(x, self.xp)
+        self.y = backend.asarray(y, self.xp)
+        if self.x.ndim == 0 or self.y.ndim == 0 or self.x.shape[0] != self.y.shape[0]:
+            raise ShapeError(
+                f"DataLoader: expected x and y of the same length, got x of shape {tuple(self.x.shape)} and y of shape {tuple(self.y.shape)}"
+            )
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        if seed is None:
+            seed = int(xpnn_random.default_generator().integers(2**63))
+        self.generator = np.random.default_rng(seed)
+
+    @property
+    def dataset_size(self):
+        """The number of samples (rows of x)."""
+        return self.x.shape[0]
+
+    def __len__(self):
+        full, rest = divmod(self.dataset_size, self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def __iter__(self):
+        """Start an epoch: the shuffle is drawn here, when iteration begins, not at the first batch."""
+        n, size = self.dataset_size, self.batch_size
+        bounds = [(s, min(s + size, n)) for s in range(0, len(self) * size, size)]  # in-bounds stops, as the standard requires
+        if not self.shuffle:
+            return ((self.x[a:b, ...], self.y[a:b, ...]) for a, b in bounds)
+        order = backend.asarray(self.generator.permutation(n), self.xp)
+        return self._gather(order, bounds)
+
+    def _gather(self, order, bounds):
+        take = self.xp.take
+        for a, b in bounds:
+            idx = order[a:b]
+            yield take(self.x, idx, axis=0), take(self.y, idx, axis=0)
+
+    def state_dict(self):
+        """The shuffle generator's state, JSON-serialisable; saved between epochs, it lets a resumed
+        run draw the same next orders as an uninterrupted one."""
+        return {"generator": self.generator.bit_generator.state}
+
+    def load_state_dict(self, state):
+        """Restore a state returned by :meth:`state_dict`."""
+        self.generator.bit_generator.state = state["generator"]
