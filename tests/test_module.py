@@ -127,3 +127,19 @@ def test_parameters_from_the_same_seed_are_identical_on_every_backend(backend):
     b = _mlp("cpu", seed=11)
     for pa, pb in zip(a.parameters(), b.parameters()):
         np.testing.assert_array_equal(xb.to_numpy(pa.data), pb.data)
+
+
+def test_backward_params_gives_the_same_parameter_gradients(backend, rng):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).to(backend.device)
+    x = backend.asarray(rng.normal(size=(4, 2, 3)), np.float32)
+    y = backend.asarray(np.array([0, 2, 1, 1]))
+    loss_fn = nn.CrossEntropyLoss()
+    grads = []
+    for method in ("backward", "backward_params"):
+        model.zero_grad()
+        loss_fn(model(x), y)
+        result = getattr(model, method)(loss_fn.backward())
+        assert (result is None) == (method == "backward_params")
+        grads.append([xb.to_numpy(p.grad).copy() for p in model.parameters()])
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)

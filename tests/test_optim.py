@@ -293,3 +293,20 @@ def test_bad_schedule_arguments():
         optim.CosineAnnealingLR(opt, 0)
     with pytest.raises(ValueError, match="LinearLR: expected 0 < start_factor <= 1"):
         optim.LinearLR(opt, start_factor=0)
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_adam_numpy_fast_path_equals_portable_path(rng, amsgrad):
+    from xpnn.optim import updates
+
+    p, g, m, v = (rng.normal(size=(7, 5)).astype(np.float32) for _ in range(4))
+    v = np.abs(v)
+    vmax = np.abs(rng.normal(size=(7, 5)).astype(np.float32)) if amsgrad else None
+    fast = [a.copy() if a is not None else None for a in (p, m, v, vmax)]
+    slow = [a.copy() if a is not None else None for a in (p, m, v, vmax)]
+    consts = dict(beta1=0.9, beta2=0.999, scale=0.01, shifted_eps=1e-8)
+    updates._adam_numpy(fast[0], g, fast[1], fast[2], fast[3], np.empty_like(p), **consts)
+    updates._adam_portable(slow[0], g, slow[1], slow[2], slow[3], **consts)
+    for a, b in zip(fast, slow):
+        if a is not None:
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

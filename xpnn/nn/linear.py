@@ -34,13 +34,16 @@ class Linear(Module):
         return y
 
     def backward(self, grad):
+        self.backward_params(grad)
+        return grad @ self.weight.data.T
+
+    def backward_params(self, grad):
         xp = self.xp
         x2 = xp.reshape(self._x, (-1, self.in_features))
         g2 = xp.reshape(grad, (-1, self.out_features))
         self.weight.grad += x2.T @ g2
         if self.bias is not None:
             self.bias.grad += xp.sum(g2, axis=0)
-        return grad @ self.weight.data.T
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

@@ -46,6 +46,11 @@ class Module:
     def backward(self, grad):
         raise NotImplementedError(f"{type(self).__name__} does not define backward")
 
+    def backward_params(self, grad):
+        """Accumulate parameter gradients only, for a module whose input is data rather than
+        another layer's output: layers that can skip the input-gradient GEMM override this."""
+        self.backward(grad)
+
     def __call__(self, *args):
         return self.forward(*args)
 
@@ -231,3 +236,13 @@ class Sequential(Module):
         for module in reversed(self._modules.values()):
             grad = module.backward(grad)
         return grad
+
+    def backward_params(self, grad):
+        """Backward without the input gradient: layers before the first one with parameters are
+        skipped, and that one computes only its parameter gradients."""
+        modules = list(self._modules.values())
+        first = next((i for i, m in enumerate(modules) if next(m.parameters(), None) is not None), len(modules))
+        for module in reversed(modules[first + 1:]):
+            grad = module.backward(grad)
+        if first < len(modules):
+            modules[first].backward_params(grad)

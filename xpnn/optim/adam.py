@@ -1,9 +1,8 @@
 """Adam and AdamW (decoupled weight decay), with amsgrad, following torch.optim's update rules."""
 
-import math
-
 from .. import backend
 from .optimizer import Optimizer, check_beta, check_hyper
+from .updates import adam_update
 
 
 class Adam(Optimizer):
@@ -35,16 +34,10 @@ class Adam(Optimizer):
         elif wd:
             grad = grad + wd * param.data
         state["step"] += 1
-        step = state["step"]
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m += (1 - beta1) * (grad - m)
-        v *= beta2
-        v += (1 - beta2) * grad * grad
-        if group["amsgrad"]:
-            v = state["max_exp_avg_sq"] = xp.maximum(state["max_exp_avg_sq"], v)
-        step_size = lr / (1 - beta1**step)
-        denom = xp.sqrt(v) / math.sqrt(1 - beta2**step) + group["eps"]
-        param.data -= step_size * (m / denom)
+        adam_update(
+            param.data, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"), self._scratch_like(param),
+            lr=lr, beta1=beta1, beta2=beta2, eps=group["eps"], step=state["step"],
+        )
 
 
 class AdamW(Adam):
