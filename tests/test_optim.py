@@ -310,3 +310,29 @@ def test_adam_numpy_fast_path_equals_portable_path(rng, amsgrad):
     for a, b in zip(fast, slow):
         if a is not None:
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_adam_cupy_kernel_equals_portable_path(rng, amsgrad):
+    cupy = pytest.importorskip("cupy")
+    try:
+        xb.resolve("cuda")
+    except Exception as exc:
+        pytest.skip(f"no GPU: {exc}")
+    from xpnn.kernels import elementwise
+    from xpnn.optim import updates
+
+    host = [rng.normal(size=(33, 17)).astype(np.float32) for _ in range(5)]
+    host[2] = np.abs(host[2])
+    host[3] = np.abs(host[3])
+    p, g, m, v, vmax = host
+    fast = [cupy.asarray(a) for a in (p, m, v, vmax)]
+    slow = [cupy.asarray(a) for a in (p, m, v, vmax)]
+    if not amsgrad:
+        fast[3] = slow[3] = None
+    consts = dict(beta1=0.9, beta2=0.999, scale=0.01, shifted_eps=1e-8)
+    elementwise.adam_update(fast[0], cupy.asarray(g), fast[1], fast[2], fast[3], **consts)
+    updates._adam_portable(slow[0], cupy.asarray(g), slow[1], slow[2], slow[3], **consts)
+    for a, b in zip(fast, slow):
+        if a is not None:
+            np.testing.assert_allclose(cupy.asnumpy(a), cupy.asnumpy(b), rtol=1e-6, atol=1e-7)

@@ -1,5 +1,6 @@
-"""Elementwise update rules that dominate an optimizer step: a portable Array API version and a
-NumPy fast path (ufuncs writing into existing buffers, no temporaries) behind one function."""
+"""Elementwise update rules that dominate an optimizer step: a portable Array API version, a NumPy
+fast path (ufuncs writing into existing buffers, no temporaries) and a fused CuPy kernel, behind
+one function."""
 
 import math
 
@@ -15,8 +16,13 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scratch, *, lr
     root_bc2 = math.sqrt(1 - beta2**step)
     scale = lr / (1 - beta1**step) * root_bc2
     shifted_eps = eps * root_bc2
-    if backend.is_numpy(backend.namespace_of(param)):
+    xp = backend.namespace_of(param)
+    if backend.is_numpy(xp):
         _adam_numpy(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scratch, beta1, beta2, scale, shifted_eps)
+    elif backend.is_cupy(xp):
+        from ..kernels import elementwise
+
+        elementwise.adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, scale, shifted_eps)
     else:
         _adam_portable(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, scale, shifted_eps)
 
