@@ -1,8 +1,10 @@
 """Pure array functions shared by layers and losses, in standard Array API calls only."""
 
 import math
+import numbers
 
 from . import backend
+from .errors import ShapeError
 
 
 def sigmoid(x):
@@ -85,3 +87,128 @@ def gelu_grad(x, approximate="none"):
     cdf = 0.5 * (1 + erf(x * (1 / math.sqrt(2))))
     pdf = xp.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
     return cdf + x * pdf
+
+
+# ---- convolution windows: im2col / col2im ------------------------------------------------------
+
+
+def as_pair(value, name, minimum=0, where="as_pair"):
+    """``value`` (an int or a pair of ints, each >= ``minimum``) as an (h, w) tuple of ints."""
+    items = value if isinstance(value, (tuple, list)) else (value, value)
+    ok = len(items) == 2 and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= minimum for v in items)
+    if not ok:
+        kind = "a positive int" if minimum >= 1 else "a non-negative int"
+        raise ValueError(f"{where}: expected {name} to be {kind} or a pair of them, got {value!r}")
+    return int(items[0]), int(items[1])
+
+
+def conv_output_size(input_size, kernel_size, stride=1, padding=0, dilation=1):
+    """Output size of a convolution or pooling window, as in PyTorch (no ceil mode):
+    ``(size + 2*padding - dilation*(kernel_size-1) - 1) // stride + 1`` per axis.
+    Every argument is an int or an (h, w) pair; the result is an int when all are ints, else a
+    pair. A result below 1 means the dilated kernel does not fit in the padded input."""
+    args = (input_size, kernel_size, stride, padding, dilation)
+    h, w = as_pair(input_size, "input_size", 0, "conv_output_size")
+    kh, kw = as_pair(kernel_size, "kernel_size", 1, "conv_output_size")
+    sh, sw = as_pair(stride, "stride", 1, "conv_output_size")
+    ph, pw = as_pair(padding, "padding", 0, "conv_output_size")
+    dh, dw = as_pair(dilation, "dilation", 1, "conv_output_size")
+    out = ((h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
+    return out[0] if all(isinstance(a, numbers.Integral) for a in args) else out
+
+
+def pad2d(x, padding, value=0.0):
+    """``x`` (..., H, W) padded by (ph, pw) on both sides of its last two axes with ``value``.
+    The standard has no ``pad``: this fills a new array and assigns the interior slice. Returns
+    ``x`` itself when there is nothing to pad."""
+    ph, pw = as_pair(padding, "padding", 0, "pad2d")
+    if ph == 0 and pw == 0:
+        return x
+    xp = backend.namespace_of(x)
+    *lead, h, w = x.shape
+    out = xp.full((*lead, h + 2 * ph, w + 2 * pw), value, dtype=x.dtype)
+    out[..., ph:ph + h, pw:pw + w] = x
+    return out
+
+
+def window_slices(kernel_size, stride, dilation, output_size):
+    """The window machinery shared by im2col, col2im and pooling: for each kernel offset (i, j),
+    row-major, the pair of slices that picks, from a padded image (..., Hp, Wp), the element at
+    that offset of every output window: an (..., OH, OW) strided view. Loops over these KH*KW
+    offsets replace loops over output pixels."""
+    kh, kw = as_pair(kernel_size, "kernel_size", 1, "window_slices")
+    sh, sw = as_pair(stride, "stride", 1, "window_slices")
+    dh, dw = as_pair(dilation, "dilation", 1, "window_slices")
+    oh, ow = as_pair(output_size, "output_size", 1, "window_slices")
+    return [
+        (i, j, (slice(i * dh, i * dh + sh * (oh - 1) + 1, sh), slice(j * dw, j * dw + sw * (ow - 1) + 1, sw)))
+        for i in range(kh)
+        for j in range(kw)
+    ]
+
+
+def window_geometry(shape, kernel_size, stride=1, padding=0, dilation=1, where="window_geometry"):
+    """``(kernel, stride, padding, dilation, output_size)`` as (h, w) pairs for windows over an
+    input of ``shape`` (N, C, H, W); raises ShapeError, prefixed with ``where``, when the input is
+    not 4-D or the dilated kernel is larger than the padded input."""
+    if len(shape) != 4:
+        raise ShapeError(f"{where}: expected a 4-D (N, C, H, W) input, got shape {tuple(shape)}")
+    kernel = as_pair(kernel_size, "kernel_size", 1, where)
+    stride = as_pair(stride, "stride", 1, where)
+    padding = as_pair(padding, "padding", 0, where)
+    dilation = as_pair(dilation, "dilation", 1, where)
+    out = conv_output_size(tuple(shape[2:]), kernel, stride, padding, dilation)
+    if out[0] < 1 or out[1] < 1:
+        span = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+        padded = tuple(s + 2 * p for s, p in zip(shape[2:], padding))
+        raise ShapeError(
+            f"{where}: kernel of size {span} (dilated) is larger than the padded input {padded} "
+            f"(input shape {tuple(shape)}, padding {padding})"
+        )
+    return kernel, stride, padding, dilation, out
+
+
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
+    """Unfold the sliding windows of an NCHW batch into an ``(N*OH*OW, C*KH*KW)`` matrix.
+
+    Row ``n*OH*OW + oh*OW + ow`` is output pixel (n, oh, ow); column ``c*KH*KW + kh*KW + kw`` is
+    kernel element (c, kh, kw): the order of ``weight.reshape(out_channels, -1)`` and of
+    ``torch.nn.functional.unfold``. Zero padding. Geometry arguments are ints or (h, w) pairs.
+
+    Layout: the result is the transpose (a view, no copy) of a C-contiguous
+    ``(C*KH*KW, N*OH*OW)`` buffer, i.e. each column is contiguous. Conv2d forward is then one
+    GEMM, ``W (out, C*KH*KW) @ cols.T -> (out, N, OH, OW)``, turned into NCHW by one permute
+    (a view), and the buffer is filled by KH*KW copies whose inner runs are whole image rows.
+    Filling it loops over the kernel offsets, copying one strided slice of the padded,
+    channel-major (C, N, Hp, Wp) image per offset, never over output pixels. There is no
+    NumPy-specific path: building the same buffer from one ``as_strided`` view was measured no
+    faster in this layout (``bench/im2col_paths.py``).
+    """
+    xp = backend.namespace_of(x)
+    (kh, kw), stride, padding, dilation, (oh, ow) = window_geometry(tuple(x.shape), kernel_size, stride, padding, dilation, "im2col")
+    n, c = x.shape[:2]
+    image = pad2d(xp.permute_dims(x, (1, 0, 2, 3)), padding)  # (C, N, Hp, Wp)
+    buf = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    for i, j, (rows, cols) in window_slices((kh, kw), stride, dilation, (oh, ow)):
+        buf[:, i, j, ...] = image[:, :, rows, cols]
+    return xp.reshape(buf, (c * kh * kw, n * oh * ow)).T
+
+
+def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
+    """The exact transpose of :func:`im2col`: scatter an ``(N*OH*OW, C*KH*KW)`` matrix back into
+    an NCHW array of shape ``x_shape``, adding where windows overlap, then cropping the padding.
+    ``<im2col(x), cols> == <x, col2im(cols)>``. Like im2col it loops over the kernel offsets,
+    adding one strided slice per offset (no scatter-add). Fastest when ``cols`` is the transpose
+    of a C-contiguous ``(C*KH*KW, N*OH*OW)`` array, as Conv2d's backward produces it. The
+    result is an NCHW view of a channel-major (C, N, H, W) buffer."""
+    xp = backend.namespace_of(cols)
+    x_shape = tuple(int(d) for d in x_shape)
+    (kh, kw), stride, (ph, pw), dilation, (oh, ow) = window_geometry(x_shape, kernel_size, stride, padding, dilation, "col2im")
+    n, c, h, w = x_shape
+    if tuple(cols.shape) != (n * oh * ow, c * kh * kw):
+        raise ShapeError(f"col2im: expected cols of shape {(n * oh * ow, c * kh * kw)} for x_shape {x_shape}, got {tuple(cols.shape)}")
+    blocks = xp.reshape(cols.T, (c, kh, kw, n, oh, ow))
+    image = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    for i, j, (rows, columns) in window_slices((kh, kw), stride, dilation, (oh, ow)):
+        image[:, :, rows, columns] += blocks[:, i, j, ...]
+    return xp.permute_dims(image[:, :, ph:ph + h, pw:pw + w], (1, 0, 2, 3))

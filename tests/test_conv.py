@@ -1,0 +1,195 @@
+"""Conv2d: against a direct loop over output pixels, finite-difference gradients, init, parity
+across backends, errors, and (when installed) torch.nn.functional.conv2d."""
+
+import numpy as np
+import pytest
+
+import xpnn
+from xpnn import backend as xb
+from xpnn import nn
+from xpnn.errors import DTypeError, ShapeError
+
+from gradcheck import check_layer
+
+# (input shape, out_channels, kernel, stride, padding, dilation, groups)
+GRID = [
+    ((2, 3, 6, 6), 4, 3, 1, 0, 1, 1),
+    ((2, 3, 5, 7), 2, 3, 1, 1, 1, 1),
+    ((1, 2, 7, 6), 3, (2, 3), (2, 1), (1, 0), 1, 1),
+    ((2, 1, 9, 8), 2, 3, 2, 1, 2, 1),
+    ((1, 4, 6, 5), 6, (3, 2), (2, 3), (0, 1), (2, 1), 2),
+    ((2, 4, 5, 5), 4, 3, 1, 1, 1, 4),
+    ((2, 3, 4, 3), 5, 1, 1, 0, 1, 1),
+]
+
+
+def pair(v):
+    return tuple(v) if isinstance(v, tuple) else (v, v)
+
+
+def reference_conv2d(x, w, b, stride, padding, dilation, groups):
+    """Float64 cross-correlation by four loops over (n, out channel, oh, ow)."""
+    (sh, sw), (ph, pw), (dh, dw) = map(pair, (stride, padding, dilation))
+    n, _, h, width = x.shape
+    o, cg, kh, kw = w.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (width + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    og = o // groups
+    out = np.zeros((n, o, oh, ow))
+    for b_ in range(n):
+        for oc in range(o):
+            g = oc // og
+            for i in range(oh):
+                for j in range(ow):
+                    window = padded[b_, g * cg:(g + 1) * cg, i * sh:i * sh + dh * (kh - 1) + 1:dh, j * sw:j * sw + dw * (kw - 1) + 1:dw]
+                    out[b_, oc, i, j] = np.sum(window * w[oc]) + (0.0 if b is None else b[oc])
+    return out
+
+
+def _conv(shape, out, k, s, p, d, g, device="cpu", dtype=None, bias=True):
+    return nn.Conv2d(shape[1], out, k, stride=s, padding=p, dilation=d, groups=g, bias=bias, dtype=dtype, xp=device,
+                     generator=np.random.default_rng(11))
+
+
+@pytest.mark.parametrize("shape, out, k, s, p, d, g", GRID)
+def test_conv2d_matches_direct_loop(backend, rng, shape, out, k, s, p, d, g):
+    layer = _conv(shape, out, k, s, p, d, g, backend.device, np.float64)
+    layer.bias.data = backend.asarray(rng.normal(size=out))
+    x = rng.normal(size=shape)
+    y = layer(backend.asarray(x))
+    expected = reference_conv2d(x, xb.to_numpy(layer.weight.data), xb.to_numpy(layer.bias.data), s, p, d, g)
+    assert tuple(y.shape) == expected.shape and y.dtype == backend.xp.float64
+    np.testing.assert_allclose(xb.to_numpy(y), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape, out, k, s, p, d, g", [GRID[1], GRID[2], GRID[3], GRID[4], GRID[5]])
+def test_conv2d_gradients(backend, rng, shape, out, k, s, p, d, g):
+    layer = _conv(shape, out, k, s, p, d, g)
+    layer.bias.data = rng.normal(size=out).astype(np.float32)
+    check_layer(layer, rng.normal(size=shape), backend, rng)
+
+
+def test_conv2d_without_bias_gradients(backend, rng):
+    layer = _conv((2, 2, 4, 5), 3, (2, 3), 1, (1, 0), 1, 1, bias=False)
+    assert [name for name, _ in layer.named_parameters()] == ["weight"]
+    check_layer(layer, rng.normal(size=(2, 2, 4, 5)), backend, rng)
+
+
+def test_conv2d_weight_shape_init_and_backend_identity(backend):
+    xpnn.manual_seed(5)
+    on_backend = nn.Conv2d(16, 32, 3, groups=2, xp=backend.device)
+    xpnn.manual_seed(5)
+    on_numpy = nn.Conv2d(16, 32, 3, groups=2)
+    assert on_backend.weight.shape == (32, 8, 3, 3) and on_backend.bias.shape == (32,)
+    assert on_backend.weight.dtype == backend.xp.float32 and on_backend.bias.dtype == backend.xp.float32
+    np.testing.assert_array_equal(xb.to_numpy(on_backend.weight.data), on_numpy.weight.data)
+    assert abs(float(np.std(on_numpy.weight.data)) - np.sqrt(2 / (8 * 9))) < 0.01
+    assert float(np.abs(on_numpy.bias.data).max()) == 0.0
+
+
+def test_conv2d_parity_with_numpy_float32(backend, rng):
+    shape, out, k, s, p, d, g = GRID[4]
+    layers = [_conv(shape, out, k, s, p, d, g, dev) for dev in ("cpu", backend.device)]
+    x = rng.normal(size=shape).astype(np.float32)
+    up = rng.normal(size=tuple(layers[0](x).shape)).astype(np.float32)
+    results = []
+    for layer, be_asarray in zip(layers, (np.asarray, lambda a: backend.asarray(a, np.float32))):
+        y = layer(be_asarray(x))
+        gx = layer.backward(be_asarray(up))
+        assert y.dtype == layer.weight.data.dtype and gx.dtype == layer.weight.data.dtype
+        results.append([xb.to_numpy(a) for a in (y, gx, layer.weight.grad, layer.bias.grad)])
+    for ref, got, name in zip(results[0], results[1], ("output", "input grad", "weight grad", "bias grad")):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_conv2d_gradients_accumulate(backend, rng):
+    layer = _conv((2, 2, 5, 5), 3, 3, 1, 1, 1, 1, backend.device)
+    x = backend.asarray(rng.normal(size=(2, 2, 5, 5)), np.float32)
+    up = backend.asarray(np.ones((2, 3, 5, 5)), np.float32)
+    layer(x)
+    layer.backward(up)
+    first = xb.to_numpy(layer.weight.grad).copy()
+    layer(x)
+    layer.backward(up)
+    np.testing.assert_allclose(xb.to_numpy(layer.weight.grad), 2 * first, rtol=1e-6)
+
+
+def test_conv2d_matches_torch(rng):
+    torch = pytest.importorskip("torch")
+    for shape, out, k, s, p, d, g in GRID:
+        layer = _conv(shape, out, k, s, p, d, g, dtype=np.float64)
+        layer.bias.data = rng.normal(size=out)
+        x = rng.normal(size=shape)
+        up = rng.normal(size=tuple(layer(x).shape))
+        gx = layer.backward(up)
+        tx = torch.tensor(x, requires_grad=True)
+        tw = torch.tensor(layer.weight.data, requires_grad=True)
+        tb = torch.tensor(layer.bias.data, requires_grad=True)
+        ty = torch.nn.functional.conv2d(tx, tw, tb, stride=s, padding=p, dilation=d, groups=g)
+        ty.backward(torch.from_numpy(up))
+        np.testing.assert_allclose(layer(x), ty.detach().numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(layer.weight.grad, tw.grad.numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(layer.bias.grad, tb.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_conv2d_repr_like_pytorch():
+    assert repr(nn.Conv2d(1, 8, 3, padding=1)) == "Conv2d(1, 8, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))"
+    assert repr(nn.Conv2d(4, 8, (3, 5), stride=2, dilation=2, groups=2, bias=False)) == (
+        "Conv2d(4, 8, kernel_size=(3, 5), stride=(2, 2), dilation=(2, 2), groups=2, bias=False)"
+    )
+
+
+def test_conv2d_rejects_non_4d(backend):
+    layer = nn.Conv2d(1, 8, 3, xp=backend.device)
+    with pytest.raises(ShapeError, match=r"Conv2d\(1, 8, kernel_size=\(3, 3\)\): expected a 4-D \(N, C, H, W\) input, got shape \(2, 28, 28\)"):
+        layer(backend.asarray(np.zeros((2, 28, 28)), np.float32))
+
+
+def test_conv2d_rejects_wrong_channel_count(backend):
+    layer = nn.Conv2d(3, 8, 3, xp=backend.device)
+    with pytest.raises(ShapeError, match=r"Conv2d\(3, 8, kernel_size=\(3, 3\)\): expected input of shape \(N, 3, H, W\), got \(2, 1, 28, 28\)"):
+        layer(backend.asarray(np.zeros((2, 1, 28, 28)), np.float32))
+
+
+def test_conv2d_rejects_kernel_larger_than_padded_input(backend):
+    layer = nn.Conv2d(1, 2, 3, padding=1, dilation=3, xp=backend.device)
+    with pytest.raises(ShapeError, match=r"Conv2d\(1, 2, kernel_size=\(3, 3\)\): kernel of size \(7, 7\) \(dilated\) is larger than "
+                                          r"the padded input \(6, 12\) \(input shape \(1, 1, 4, 10\), padding \(1, 1\)\)"):
+        layer(backend.asarray(np.zeros((1, 1, 4, 10)), np.float32))
+
+
+def test_conv2d_rejects_channels_not_divisible_by_groups():
+    with pytest.raises(ValueError, match=r"Conv2d: expected in_channels and out_channels divisible by groups=3, got in_channels=4, out_channels=6"):
+        nn.Conv2d(4, 6, 3, groups=3)
+    with pytest.raises(ValueError, match=r"Conv2d: expected in_channels and out_channels divisible by groups=2, got in_channels=4, out_channels=5"):
+        nn.Conv2d(4, 5, 3, groups=2)
+
+
+def test_conv2d_rejects_bad_geometry():
+    with pytest.raises(ValueError, match=r"Conv2d: expected stride to be a positive int or a pair of them, got 0"):
+        nn.Conv2d(1, 2, 3, stride=0)
+    with pytest.raises(ValueError, match=r"Conv2d: expected padding to be a non-negative int or a pair of them, got \(1, -1\)"):
+        nn.Conv2d(1, 2, 3, padding=(1, -1))
+
+
+def test_conv2d_rejects_float64_into_float32(backend):
+    layer = nn.Conv2d(1, 2, 3, xp=backend.device)
+    with pytest.raises(DTypeError, match=r"Conv2d\(1, 2, kernel_size=\(3, 3\)\): expected dtype float32, got float64"):
+        layer(backend.asarray(np.zeros((1, 1, 5, 5)), np.float64))
+
+
+def test_conv2d_backward_params_gives_the_same_parameter_gradients(backend, rng):
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, groups=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 5, 2)).to(backend.device)
+    x = backend.asarray(rng.normal(size=(2, 2, 4, 5)), np.float32)
+    up = backend.asarray(rng.normal(size=(2, 2)), np.float32)
+    grads = []
+    for method in ("backward", "backward_params"):
+        model.zero_grad()
+        model(x)
+        result = getattr(model, method)(up)
+        assert (result is None) == (method == "backward_params")
+        grads.append([xb.to_numpy(p.grad).copy() for p in model.parameters()])
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)

@@ -1,0 +1,132 @@
+"""Batch normalisation: BatchNorm1d for (N, C) and (N, C, L), BatchNorm2d for (N, C, H, W)."""
+
+from .. import backend
+from ..errors import ShapeError
+from .module import Module
+from .parameter import Parameter
+
+
+class _BatchNorm(Module):
+    """Normalise each channel by the batch mean and (biased) variance in training mode, by the
+    running estimates in eval mode, then scale by ``weight`` (gamma) and shift by ``bias`` (beta).
+    Defaults and update rules are PyTorch's: the running variance is updated with the unbiased
+    batch variance, ``momentum=None`` means a cumulative average, and without
+    ``track_running_stats`` batch statistics are used in both modes."""
+
+    ndims = ()  # accepted input ranks
+    layout = ""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, dtype=None, xp=None):
+        super().__init__(xp)
+        name = type(self).__name__
+        if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features < 1:
+            raise ValueError(f"{name}: expected a positive int num_features, got {num_features!r}")
+        if eps <= 0:
+            raise ValueError(f"{name}: expected eps > 0, got {eps}")
+        if momentum is not None and not 0 <= momentum <= 1:
+            raise ValueError(f"{name}: expected momentum in [0, 1] or None, got {momentum}")
+        self.num_features = num_features
+        self.eps = float(eps)
+        self.momentum = None if momentum is None else float(momentum)
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        dtype = backend.resolve_dtype(dtype, self.xp, where=name)
+        xp = self.xp
+        if self.affine:
+            self.weight = Parameter(xp.ones((num_features,), dtype=dtype))
+            self.bias = Parameter(xp.zeros((num_features,), dtype=dtype))
+        else:
+            self.weight = self.bias = None
+        if self.track_running_stats:
+            self.register_buffer("running_mean", xp.zeros((num_features,), dtype=dtype))
+            self.register_buffer("running_var", xp.ones((num_features,), dtype=dtype))
+            self.register_buffer("num_batches_tracked", xp.zeros((), dtype=xp.int64))
+        else:
+            self.running_mean = self.running_var = self.num_batches_tracked = None
+
+    def _where(self):
+        return f"{type(self).__name__}({self.num_features})"
+
+    def _check(self, x):
+        where = self._where()
+        dtype = self.weight.data.dtype if self.affine else (self.running_mean.dtype if self.track_running_stats else None)
+        backend.check_array(x, self.xp, where, dtype)
+        if x.ndim not in self.ndims or x.shape[1] != self.num_features:
+            raise ShapeError(f"{where}: expected input of shape {self.layout.format(C=self.num_features)}, got {tuple(x.shape)}")
+
+    def reset_running_stats(self):
+        if self.track_running_stats:
+            self.running_mean[...] = 0
+            self.running_var[...] = 1
+            self.num_batches_tracked[...] = 0
+
+    def forward(self, x):
+        self._check(x)
+        xp = self.xp
+        axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, self.num_features) + (1,) * (x.ndim - 2)
+        self._axes, self._shape = axes, shape
+        count = 1
+        for a in axes:
+            count *= x.shape[a]
+        self._batch_stats = self.training or not self.track_running_stats
+        if self._batch_stats:
+            if count < 2:
+                raise ValueError(f"{self._where()}: expected more than 1 value per channel when training, got input of shape {tuple(x.shape)}")
+            mean = xp.mean(x, axis=axes, keepdims=True)
+            centred = x - mean
+            var = xp.mean(centred * centred, axis=axes, keepdims=True)
+            if self.training and self.track_running_stats:
+                self._update_running(xp, mean, var, count)
+        else:
+            mean = xp.reshape(self.running_mean, shape)
+            var = xp.reshape(self.running_var, shape)
+            centred = x - mean
+        self._inv_std = 1.0 / xp.sqrt(var + self.eps)
+        self._x_hat = centred * self._inv_std
+        self._count = count
+        if not self.affine:
+            return self._x_hat
+        return self._x_hat * xp.reshape(self.weight.data, shape) + xp.reshape(self.bias.data, shape)
+
+    def _update_running(self, xp, mean, var, count):
+        self.num_batches_tracked += 1
+        if self.momentum is None:  # cumulative moving average, computed on the device
+            factor = 1.0 / xp.astype(self.num_batches_tracked, self.running_mean.dtype)
+        else:
+            factor = self.momentum
+        batch_mean = xp.reshape(mean, (self.num_features,))
+        unbiased_var = xp.reshape(var, (self.num_features,)) * (count / (count - 1))
+        self.running_mean += factor * (batch_mean - self.running_mean)
+        self.running_var += factor * (unbiased_var - self.running_var)
+
+    def backward(self, grad):
+        xp = self.xp
+        axes, shape = self._axes, self._shape
+        x_hat = self._x_hat
+        if self.affine:
+            self.weight.grad += xp.reshape(xp.sum(grad * x_hat, axis=axes), (self.num_features,))
+            self.bias.grad += xp.reshape(xp.sum(grad, axis=axes), (self.num_features,))
+            grad = grad * xp.reshape(self.weight.data, shape)
+        if not self._batch_stats:  # running statistics are constants: an affine map
+            return grad * self._inv_std
+        mean_grad = xp.mean(grad, axis=axes, keepdims=True)
+        mean_grad_x_hat = xp.mean(grad * x_hat, axis=axes, keepdims=True)
+        return (grad - mean_grad - x_hat * mean_grad_x_hat) * self._inv_std
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, track_running_stats={self.track_running_stats}"
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of (N, C) or (N, C, L) input over the batch (and length) axis."""
+
+    ndims = (2, 3)
+    layout = "(N, {C}) or (N, {C}, L)"
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of (N, C, H, W) input per channel, over the batch and both spatial axes."""
+
+    ndims = (4,)
+    layout = "(N, {C}, H, W)"

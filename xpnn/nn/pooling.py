@@ -1,0 +1,185 @@
+"""Pooling over NCHW images: MaxPool2d, AvgPool2d and AdaptiveAvgPool2d.
+
+MaxPool2d and AvgPool2d use the window machinery of im2col (``functional.window_slices``): a loop
+over the KH*KW kernel offsets, each an (N, C, OH, OW) strided view of the padded input, so no
+loop runs over output pixels and no (N*OH*OW, KH*KW) buffer is built.
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+from .. import backend, functional as F
+from ..errors import ShapeError
+from .module import Module
+
+
+class _Pool2d(Module):
+    """Shared geometry, validation and the padded-gradient scatter of the window pools."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1):
+        super().__init__()
+        name = type(self).__name__
+        self.kernel_size = F.as_pair(kernel_size, "kernel_size", 1, name)
+        self.stride = self.kernel_size if stride is None else F.as_pair(stride, "stride", 1, name)
+        self.padding = F.as_pair(padding, "padding", 0, name)
+        self.dilation = F.as_pair(dilation, "dilation", 1, name)
+        self._kernel_size_arg = kernel_size
+        self._stride_arg = kernel_size if stride is None else stride
+        self._padding_arg = padding
+        self._dilation_arg = dilation
+        span = tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation))
+        if any(2 * p > s for p, s in zip(self.padding, span)):
+            raise ValueError(f"{name}: expected padding at most half the kernel size {span}, got padding={padding}")
+
+    def _where(self):
+        return f"{type(self).__name__}(kernel_size={self._kernel_size_arg}, stride={self._stride_arg})"
+
+    def _windows(self, x):
+        """Validate ``x``, cache its shape and the per-offset window slices; return its namespace."""
+        xp = backend.namespace_of(x)
+        out = F.window_geometry(tuple(x.shape), self.kernel_size, self.stride, self.padding, self.dilation, self._where())[-1]
+        self._x_shape = tuple(x.shape)
+        self._slices = F.window_slices(self.kernel_size, self.stride, self.dilation, out)
+        return xp
+
+    def _scatter(self, xp, parts, dtype):
+        """Add the per-offset (N, C, OH, OW) gradients ``parts`` back into the (padded) input."""
+        n, c, h, w = self._x_shape
+        ph, pw = self.padding
+        grad = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dtype)
+        for (_, _, (rows, cols)), part in zip(self._slices, parts):
+            grad[:, :, rows, cols] += part
+        return grad[:, :, ph:ph + h, pw:pw + w]
+
+
+class MaxPool2d(_Pool2d):
+    """Maximum over each window; ``stride`` defaults to ``kernel_size``; padding is -inf. The
+    gradient goes to the first maximum of each window (row-major), as in PyTorch."""
+
+    def forward(self, x):
+        xp = self._windows(x)
+        image = F.pad2d(x, self.padding, -math.inf)
+        index_dtype = xp.int8 if len(self._slices) <= 127 else xp.int32
+        best = arg = None
+        for k, (_, _, (rows, cols)) in enumerate(self._slices):
+            value = image[:, :, rows, cols]
+            if best is None:
+                best, arg = value, xp.zeros(tuple(value.shape), dtype=index_dtype)
+                continue
+            larger = value > best
+            best = xp.where(larger, value, best)
+            arg = xp.where(larger, k, arg)
+        self._arg = arg
+        return best
+
+    def backward(self, grad):
+        xp = backend.namespace_of(grad)
+        parts = (xp.where(self._arg == k, grad, 0.0) for k in range(len(self._slices)))
+        return self._scatter(xp, parts, grad.dtype)
+
+    def extra_repr(self):
+        return f"kernel_size={self._kernel_size_arg}, stride={self._stride_arg}, padding={self._padding_arg}, dilation={self._dilation_arg}"
+
+
+class AvgPool2d(_Pool2d):
+    """Mean over each window; ``stride`` defaults to ``kernel_size``; zero padding counted in the
+    divisor (``count_include_pad=True``, PyTorch's default) unless ``count_include_pad=False``."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
+        super().__init__(kernel_size, stride, padding)
+        self.count_include_pad = bool(count_include_pad)
+        self._divisors = {}
+
+    def _scale(self, xp, dtype):
+        """1/divisor: a Python float, or an (OH, OW) array when padding is not counted."""
+        kh, kw = self.kernel_size
+        if self.count_include_pad or self.padding == (0, 0):
+            return 1.0 / (kh * kw)
+        h, w = self._x_shape[2:]
+        key = (xp.__name__, backend.dtype_name(dtype), h, w)
+        if key not in self._divisors:
+            ones = F.pad2d(np.ones((h, w)), self.padding, 0.0)
+            counts = sum(ones[rows, cols] for _, _, (rows, cols) in self._slices)
+            self._divisors[key] = backend.asarray(1.0 / counts, xp, dtype)
+        return self._divisors[key]
+
+    def forward(self, x):
+        xp = self._windows(x)
+        image = F.pad2d(x, self.padding, 0.0)
+        total = None
+        for _, _, (rows, cols) in self._slices:
+            value = image[:, :, rows, cols]
+            total = value if total is None else total + value
+        return total * self._scale(xp, x.dtype)
+
+    def backward(self, grad):
+        xp = backend.namespace_of(grad)
+        share = grad * self._scale(xp, grad.dtype)
+        return self._scatter(xp, (share for _ in self._slices), grad.dtype)
+
+    def extra_repr(self):
+        s = f"kernel_size={self._kernel_size_arg}, stride={self._stride_arg}, padding={self._padding_arg}"
+        return s if self.count_include_pad else s + ", count_include_pad=False"
+
+
+def _adaptive_matrix(in_size, out_size):
+    """Host (out_size, in_size) averaging matrix with PyTorch's windows: output i averages input
+    rows floor(i*in/out) .. ceil((i+1)*in/out) - 1."""
+    matrix = np.zeros((out_size, in_size))
+    for i in range(out_size):
+        start = (i * in_size) // out_size
+        end = -(-((i + 1) * in_size) // out_size)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed ``output_size`` (an int, or an (h, w) pair whose entries may be
+    None for "same as the input"), whatever the input size. ``AdaptiveAvgPool2d(1)`` is global
+    average pooling: (N, C, H, W) -> (N, C, 1, 1). General sizes use PyTorch's windows, applied
+    as two small averaging matrices: ``out = A_h @ x @ A_w^T``."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        items = output_size if isinstance(output_size, (tuple, list)) else (output_size, output_size)
+        if len(items) != 2 or not all(v is None or (isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1) for v in items):
+            raise ValueError(f"AdaptiveAvgPool2d: expected output_size to be a positive int, None or a pair of them, got {output_size!r}")
+        self.output_size = output_size
+        self._size = tuple(None if v is None else int(v) for v in items)
+        self._matrices = {}
+
+    def _target(self, x):
+        if x.ndim != 4:
+            raise ShapeError(f"AdaptiveAvgPool2d(output_size={self.output_size}): expected a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
+        h, w = x.shape[2:]
+        return (h if self._size[0] is None else self._size[0], w if self._size[1] is None else self._size[1])
+
+    def _averaging(self, xp, dtype, h, w, oh, ow):
+        key = (xp.__name__, backend.dtype_name(dtype), h, w, oh, ow)
+        if key not in self._matrices:
+            self._matrices[key] = (backend.asarray(_adaptive_matrix(h, oh), xp, dtype), backend.asarray(_adaptive_matrix(w, ow), xp, dtype))
+        return self._matrices[key]
+
+    def forward(self, x):
+        xp = backend.namespace_of(x)
+        oh, ow = self._target(x)
+        self._x_shape = tuple(x.shape)
+        h, w = self._x_shape[2:]
+        if (oh, ow) == (1, 1):
+            return xp.mean(x, axis=(2, 3), keepdims=True)
+        a_h, a_w = self._averaging(xp, x.dtype, h, w, oh, ow)
+        return a_h @ x @ a_w.T
+
+    def backward(self, grad):
+        xp = backend.namespace_of(grad)
+        h, w = self._x_shape[2:]
+        oh, ow = grad.shape[2:]
+        if (oh, ow) == (1, 1):
+            return xp.asarray(xp.broadcast_to(grad * (1.0 / (h * w)), self._x_shape), copy=True)
+        a_h, a_w = self._averaging(xp, grad.dtype, h, w, oh, ow)
+        return a_h.T @ grad @ a_w
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
