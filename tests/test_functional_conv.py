@@ -141,3 +141,27 @@ def test_im2col_rejects_bad_geometry(value, message):
         F.im2col(np.zeros((1, 1, 5, 5)), value)
     with pytest.raises(ValueError, match=r"im2col: expected padding to be a non-negative int or a pair of them, got -1"):
         F.im2col(np.zeros((1, 1, 5, 5)), 3, padding=-1)
+
+
+GPU_GEOMETRIES = [
+    dict(kernel_size=3, stride=1, padding=1, dilation=1),
+    dict(kernel_size=(2, 3), stride=(2, 1), padding=(0, 2), dilation=(1, 2)),
+    dict(kernel_size=5, stride=3, padding=2, dilation=1),
+]
+
+
+@pytest.mark.parametrize("geometry", GPU_GEOMETRIES)
+def test_cupy_kernels_equal_the_portable_loops(geometry):
+    cupy = pytest.importorskip("cupy")
+    try:
+        xb.resolve("cuda")
+    except Exception as exc:
+        pytest.skip(f"no GPU: {exc}")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 4, 11, 9)).astype(np.float32)
+    x_gpu = cupy.asarray(x).transpose(1, 0, 2, 3).copy().transpose(1, 0, 2, 3)  # a permuted view, as convs chain
+    cols = F.im2col(x_gpu, **geometry)
+    np.testing.assert_array_equal(cupy.asnumpy(cols), F.im2col(x, **geometry))
+    grad = rng.normal(size=tuple(cols.shape)).astype(np.float32)
+    image = F.col2im(cupy.asarray(grad), x.shape, **geometry)
+    np.testing.assert_allclose(cupy.asnumpy(image), F.col2im(grad, x.shape, **geometry), rtol=1e-5, atol=1e-5)

@@ -180,18 +180,33 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     GEMM, ``W (out, C*KH*KW) @ cols.T -> (out, N, OH, OW)``, turned into NCHW by one permute
     (a view), and the buffer is filled by KH*KW copies whose inner runs are whole image rows.
     Filling it loops over the kernel offsets, copying one strided slice of the padded,
-    channel-major (C, N, Hp, Wp) image per offset, never over output pixels. There is no
-    NumPy-specific path: building the same buffer from one ``as_strided`` view was measured no
-    faster in this layout (``bench/im2col_paths.py``).
+    channel-major (C, N, Hp, Wp) image per offset, never over output pixels. On CuPy one kernel
+    launch fills the buffer instead (``xpnn.kernels.windows``). There is no NumPy-specific path:
+    building the same buffer from one ``as_strided`` view was measured no faster in this layout
+    (``bench/im2col_paths.py``).
     """
     xp = backend.namespace_of(x)
     (kh, kw), stride, padding, dilation, (oh, ow) = window_geometry(tuple(x.shape), kernel_size, stride, padding, dilation, "im2col")
+    n, c = x.shape[:2]
+    if backend.is_cupy(xp):
+        from .kernels import windows
+
+        buf = windows.im2col_blocks(x, (kh, kw), stride, padding, dilation, (oh, ow))
+    else:
+        buf = _im2col_blocks(x, (kh, kw), stride, padding, dilation, (oh, ow))
+    return xp.reshape(buf, (c * kh * kw, n * oh * ow)).T
+
+
+def _im2col_blocks(x, kernel, stride, padding, dilation, output_size):
+    """Portable im2col: the (C, KH, KW, N, OH, OW) window buffer, one strided copy per kernel offset."""
+    xp = backend.namespace_of(x)
+    (kh, kw), (oh, ow) = kernel, output_size
     n, c = x.shape[:2]
     image = pad2d(xp.permute_dims(x, (1, 0, 2, 3)), padding)  # (C, N, Hp, Wp)
     buf = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
     for i, j, (rows, cols) in window_slices((kh, kw), stride, dilation, (oh, ow)):
         buf[:, i, j, ...] = image[:, :, rows, cols]
-    return xp.reshape(buf, (c * kh * kw, n * oh * ow)).T
+    return buf
 
 
 def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
@@ -208,7 +223,23 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
     if tuple(cols.shape) != (n * oh * ow, c * kh * kw):
         raise ShapeError(f"col2im: expected cols of shape {(n * oh * ow, c * kh * kw)} for x_shape {x_shape}, got {tuple(cols.shape)}")
     blocks = xp.reshape(cols.T, (c, kh, kw, n, oh, ow))
-    image = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    if backend.is_cupy(xp):
+        from .kernels import windows
+
+        image = windows.col2im_image(blocks, x_shape, stride, (ph, pw), dilation)
+    else:
+        image = _col2im_image(blocks, x_shape, stride, (ph, pw), dilation)
+    return xp.permute_dims(image, (1, 0, 2, 3))
+
+
+def _col2im_image(blocks, x_shape, stride, padding, dilation):
+    """Portable col2im: add each kernel offset's strided slice back, then crop the padding; returns
+    the channel-major (C, N, H, W) image."""
+    xp = backend.namespace_of(blocks)
+    c, kh, kw, n, oh, ow = blocks.shape
+    h, w = x_shape[2:]
+    ph, pw = padding
+    image = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=blocks.dtype)
     for i, j, (rows, columns) in window_slices((kh, kw), stride, dilation, (oh, ow)):
         image[:, :, rows, columns] += blocks[:, i, j, ...]
-    return xp.permute_dims(image[:, :, ph:ph + h, pw:pw + w], (1, 0, 2, 3))
+    return image[:, :, ph:ph + h, pw:pw + w]
