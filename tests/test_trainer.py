@@ -1,0 +1,232 @@
+"""Trainer: learning on the bundled digits, History, NaN/inf detection naming epoch and step,
+read-backs once per log interval (not per step), callbacks, early stopping, evaluate and predict."""
+
+import json
+
+import numpy as np
+import pytest
+
+import xpnn
+from xpnn import backend as xb
+from xpnn import nn, optim
+from xpnn.data import DataLoader, load_dataset
+from xpnn.errors import NonFiniteLossError
+from xpnn.models import MLP
+from xpnn.train import Callback, EarlyStopping, History, Trainer
+from xpnn.train import trainer as trainer_module
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x, y = load_dataset("digits").arrays()
+    xt, yt = load_dataset("digits", train=False).arrays()
+    return x, y, xt, yt
+
+
+def _setup(digits, seed=0, lr=3e-3, dropout=0.0, batch_size=64, **trainer_kwargs):
+    x, y, xt, yt = digits
+    xpnn.manual_seed(seed)
+    model = MLP([64, 64, 10], dropout=dropout)
+    opt = optim.Adam(model.parameters(), lr=lr)
+    trainer = Trainer(model, opt, verbose=False, **trainer_kwargs)
+    return trainer, DataLoader(x, y, batch_size, shuffle=True, seed=seed), DataLoader(xt, yt, 256)
+
+
+def test_fit_learns_digits_and_records_history(digits):
+    trainer, train, valid = _setup(digits, scheduler=None)
+    history = trainer.fit(train, epochs=3, valid=valid, progress=False)
+    assert history is trainer.history and isinstance(history, History)
+    assert set(history) == {"loss", "acc", "val_loss", "val_acc", "epoch_time", "lr"}
+    assert all(len(v) == 3 for v in history.values()) and history.epochs == 3
+    assert history["val_acc"][-1] > 0.9
+    assert history["loss"][0] > history["loss"][-1]
+    assert all(isinstance(v, float) for values in history.values() for v in values)
+    assert json.loads(json.dumps(history)) == history  # a plain dict of lists of floats
+    assert trainer.epoch == 3
+    result = trainer.evaluate(valid)
+    assert set(result) == {"loss", "accuracy"}
+    assert result["accuracy"] == pytest.approx(history["val_acc"][-1]) and result["loss"] == pytest.approx(history["val_loss"][-1])
+
+
+def test_history_without_validation_or_metrics(digits):
+    trainer, train, _ = _setup(digits, metrics=())
+    history = trainer.fit(train, epochs=2, progress=False)
+    assert [len(history[k]) for k in ("loss", "acc", "val_loss", "val_acc", "epoch_time", "lr")] == [2, 0, 0, 0, 2, 2]
+    assert trainer.evaluate(train).keys() == {"loss"}
+
+
+def test_scheduler_is_stepped_once_per_epoch_and_lr_recorded(digits):
+    x, y, _, _ = digits
+    xpnn.manual_seed(0)
+    model = MLP([64, 16, 10])
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    sched = optim.StepLR(opt, step_size=1, gamma=0.5)
+    history = Trainer(model, opt, scheduler=sched, verbose=False).fit(DataLoader(x, y, 128), epochs=3, progress=False)
+    assert history["lr"] == [0.1, 0.05, 0.025]
+    assert opt.param_groups[0]["lr"] == 0.0125
+
+
+def test_scheduler_stepped_per_batch(digits):
+    x, y, _, _ = digits
+    xpnn.manual_seed(0)
+    model = MLP([64, 16, 10])
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    loader = DataLoader(x, y, 128)  # 12 steps per epoch
+    sched = optim.CosineAnnealingLR(opt, T_max=2 * len(loader))
+    history = Trainer(model, opt, scheduler=sched, scheduler_interval="step", verbose=False).fit(loader, epochs=2, progress=False)
+    assert sched.last_epoch == 24 and opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert history["lr"] == [0.1, pytest.approx(0.05)]
+    with pytest.raises(ValueError, match="scheduler_interval 'epoch' or 'step', got 'batch'"):
+        Trainer(model, opt, scheduler=sched, scheduler_interval="batch")
+
+
+class NanAtStep(nn.CrossEntropyLoss):
+    """Cross-entropy that returns NaN (or inf) at one global step."""
+
+    def __init__(self, step, value=float("nan")):
+        super().__init__()
+        self.calls, self.bad_step, self.value = 0, step, value
+
+    def forward(self, input, target):
+        loss = super().forward(input, target)
+        self.calls += 1
+        if self.calls == self.bad_step:
+            return loss * self.value
+        return loss
+
+
+@pytest.mark.parametrize("log_every", [1, 5, 50])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_loss_names_epoch_and_step(digits, log_every, value):
+    trainer, train, _ = _setup(digits, log_every=log_every, loss_fn=NanAtStep(23 + 7, value))  # 23 steps per epoch
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss \((nan|inf)\) at epoch 2, step 7 of 23.*lower the learning rate"):
+        trainer.fit(train, epochs=3, progress=False)
+    assert len(trainer.history["loss"]) == 1
+    calls = trainer.loss_fn.calls
+    assert calls - 30 < log_every, "training must stop at the first read-back after the bad step"
+
+
+def test_diverging_run_raises(digits):
+    x, y, _, _ = digits
+    xpnn.manual_seed(0)
+    model = MLP([64, 64, 10])
+    trainer = Trainer(model, optim.SGD(model.parameters(), lr=1e6), verbose=False, log_every=5)
+    with np.errstate(all="ignore"), pytest.raises(NonFiniteLossError, match=r"at epoch 1, step \d+ of 23"):
+        trainer.fit(DataLoader(x, y, 64), epochs=2, progress=False)
+
+
+def test_losses_are_read_back_once_per_log_interval_not_per_step(digits, monkeypatch):
+    calls = []
+    real = xb.to_numpy
+    monkeypatch.setattr(trainer_module.backend, "to_numpy", lambda a: calls.append(a.shape) or real(a))
+    trainer, train, _ = _setup(digits, log_every=10)
+    trainer.fit(train, epochs=1, progress=False)
+    # 23 steps -> windows of 10, 10, 3; each read-back fetches the losses and the correct counts
+    assert calls == [(10,), (10,), (10,), (10,), (3,), (3,)]
+
+
+def test_callback_hooks_order_and_logs(digits):
+    events = []
+
+    class Recorder(Callback):
+        def on_train_begin(self):
+            events.append("train_begin")
+
+        def on_epoch_begin(self, epoch):
+            events.append(f"epoch_begin {epoch}")
+
+        def on_epoch_end(self, epoch, logs):
+            assert self.trainer.epoch == epoch + 1
+            events.append(f"epoch_end {epoch} {sorted(logs)}")
+
+        def on_train_end(self, history):
+            events.append(f"train_end {history.epochs}")
+
+    trainer, train, valid = _setup(digits)
+    trainer.fit(train, epochs=2, valid=valid, callbacks=[Recorder()], progress=False)
+    keys = sorted(["loss", "acc", "val_loss", "val_acc", "epoch_time", "lr"])
+    assert events == ["train_begin", "epoch_begin 0", f"epoch_end 0 {keys}", "epoch_begin 1", f"epoch_end 1 {keys}", "train_end 2"]
+
+
+def test_early_stopping_stops_and_restores_best_weights(digits):
+    trainer, train, valid = _setup(digits, lr=3e-3)
+    snapshots = []
+
+    class Snapshot(Callback):
+        def on_epoch_end(self, epoch, logs):
+            snapshots.append(trainer.model.state_dict())
+
+    stopper = EarlyStopping(monitor="val_acc", patience=2, min_delta=10.0, restore_best_weights=True)  # nothing beats epoch 0 by 10
+    history = trainer.fit(train, epochs=20, valid=valid, callbacks=[Snapshot(), stopper], progress=False)
+    assert history.epochs == 3 and stopper.stopped_epoch == 2 and stopper.best_epoch == 0 and stopper.mode == "max"
+    for name, value in trainer.model.state_dict().items():
+        np.testing.assert_array_equal(value, snapshots[0][name])
+
+
+def test_early_stopping_min_mode_and_missing_monitor(digits):
+    stopper = EarlyStopping(patience=1)
+    assert stopper.mode == "min" and stopper.monitor == "val_loss"
+    trainer, train, _ = _setup(digits)
+    with pytest.raises(ValueError, match="monitor 'val_loss' is not among"):
+        trainer.fit(train, epochs=1, callbacks=[stopper], progress=False)
+
+
+def test_fit_prints_one_summary_line_per_epoch_and_no_bar_when_disabled(digits, capsys):
+    trainer, train, valid = _setup(digits)
+    trainer.verbose = True
+    trainer.fit(train, epochs=2, valid=valid, progress=False)
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == 2 and err == ""
+    assert lines[1].startswith("epoch 2/2  loss ")
+    for part in ("acc ", "val_loss ", "val_acc ", "s  lr 0.003"):
+        assert part in lines[1]
+
+
+def test_progress_bar_goes_to_stderr(digits, capsys):
+    trainer, train, _ = _setup(digits, log_every=5)
+    trainer.fit(train, epochs=1, progress=True)
+    out, err = capsys.readouterr()
+    assert "epoch 1/1" in err and "loss" in err and out == ""
+
+
+def test_fit_resumes_history_from_start_epoch(digits):
+    trainer, train, _ = _setup(digits)
+    trainer.fit(train, epochs=3, progress=False)
+    trainer.fit(train, epochs=4, start_epoch=2, progress=False)
+    assert trainer.history.epochs == 4
+
+
+def test_predict_array_and_loader(digits):
+    trainer, train, valid = _setup(digits)
+    trainer.fit(train, epochs=2, progress=False)
+    _, _, xt, yt = digits
+    labels = trainer.predict(xt, batch_size=100)
+    assert labels.shape == (360,) and labels.dtype == np.int64
+    np.testing.assert_array_equal(labels, trainer.predict(valid))
+    logits = trainer.predict(xt.astype(np.float64), logits=True)
+    assert logits.shape == (360, 10) and logits.dtype == np.float32
+    assert trainer.model.training, "predict and evaluate must restore the training mode"
+    assert (labels == yt).mean() == pytest.approx(trainer.evaluate(valid)["accuracy"])
+
+
+def test_fit_on_every_backend(backend):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((96, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    xpnn.manual_seed(0)
+    model = MLP([8, 16, 2], dropout=0.1, xp=backend.device)
+    trainer = Trainer(model, optim.Adam(model.parameters(), lr=3e-2), verbose=False, log_every=2)
+    loader = DataLoader(x, y, 16, shuffle=True, seed=0, device=backend.device)
+    history = trainer.fit(loader, epochs=6, valid=DataLoader(x, y, 32, device=backend.device), progress=False)
+    assert history["val_acc"][-1] > 0.9
+    assert type(trainer.predict(x)) is xb.array_type(backend.xp)
+
+
+def test_constructor_rejects_unknown_metric_and_unreduced_loss(digits):
+    model = MLP([4, 2])
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="unknown metric 'f1'; expected one of: accuracy"):
+        Trainer(model, opt, metrics=("f1",))
+    with pytest.raises(ValueError, match="reduction 'mean' or 'sum'"):
+        Trainer(model, opt, loss_fn=nn.CrossEntropyLoss(reduction="none"))

@@ -1,0 +1,264 @@
+"""Trainer: the training loop, evaluation and prediction.
+
+Per step the loop does forward, loss, ``optimizer.zero_grad()``, ``model.backward(loss_fn.backward())``,
+``optimizer.step()`` and keeps the step's loss and correct count as 0-d device arrays; nothing is read
+back to the host inside a step. Every ``log_every`` steps and at the end of the epoch the pending
+values are read back together (one device sync), checked for NaN/inf (naming the first bad step)
+and added to the epoch's totals, and the progress bar advances.
+"""
+
+import sys
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .. import backend, nn
+from ..errors import NonFiniteLossError
+from .checkpoint import restore as restore_checkpoint
+from .history import History
+from .metrics import METRICS
+
+
+class Trainer:
+    """Trains ``model`` with ``optimizer`` on ``loss_fn`` (default ``nn.CrossEntropyLoss()``).
+
+    ``metrics``: names from ``xpnn.train.metrics.METRICS`` ("accuracy", recorded as ``acc``).
+    ``scheduler``: a learning-rate schedule, stepped at the end of every epoch, or after every
+    optimizer step with ``scheduler_interval="step"`` (then its horizon, e.g. ``T_max``, counts steps).
+    ``log_every``: steps between reads of the running loss (NaN check, progress bar).
+    ``verbose``: print one summary line per epoch on stdout.
+    """
+
+    def __init__(self, model, optimizer, loss_fn=None, metrics=("accuracy",), scheduler=None, scheduler_interval="epoch", log_every=50, verbose=True):
+        self.model = model
+        self.optimizer = optimizer
+        self.loss_fn = nn.CrossEntropyLoss() if loss_fn is None else loss_fn
+        reduction = getattr(self.loss_fn, "reduction", "mean")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"Trainer: expected a loss with reduction 'mean' or 'sum', got {reduction!r}")
+        self._loss_weighted = reduction == "mean"
+        metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+        unknown = [m for m in metrics if m not in METRICS]
+        if unknown:
+            raise ValueError(f"Trainer: unknown metric {unknown[0]!r}; expected one of: {', '.join(METRICS)}")
+        self._count = METRICS["accuracy"][1] if "accuracy" in metrics else None
+        self.metrics = metrics
+        self.scheduler = scheduler
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"Trainer: expected scheduler_interval 'epoch' or 'step', got {scheduler_interval!r}")
+        self.scheduler_interval = scheduler_interval
+        if int(log_every) < 1:
+            raise ValueError(f"Trainer: expected log_every >= 1, got {log_every}")
+        self.log_every = int(log_every)
+        self.verbose = verbose
+        self.history = History()
+        self.epoch = 0  # epochs completed
+        self.stop_training = False
+        self.train_loader = None
+
+    # ---- training --------------------------------------------------------------------------
+
+    def fit(self, train_loader, epochs, valid=None, callbacks=(), start_epoch=0, progress=True):
+        """Train from epoch ``start_epoch`` up to ``epochs`` (the total, as in Keras' initial_epoch:
+        a run resumed from a checkpoint of epoch k passes ``start_epoch=k``). ``valid`` is a loader
+        evaluated after each epoch. Returns the :class:`History` (also ``self.history``), whose
+        entries from ``start_epoch`` on are replaced by this run's."""
+        callbacks = list(callbacks)
+        self.train_loader = train_loader
+        self.stop_training = False
+        for key in self.history:
+            del self.history[key][start_epoch:]
+        for cb in callbacks:
+            cb.set_trainer(self)
+        for cb in callbacks:
+            cb.on_train_begin()
+        for epoch in range(start_epoch, epochs):
+            for cb in callbacks:
+                cb.on_epoch_begin(epoch)
+            lr = self.optimizer.param_groups[0]["lr"]
+            start = time.perf_counter()
+            loss, acc = self._train_epoch(train_loader, epoch, epochs, progress)
+            seconds = time.perf_counter() - start
+            val = self.evaluate(valid) if valid is not None else {}
+            record = dict(loss=loss, acc=acc, val_loss=val.get("loss"), val_acc=val.get("accuracy"), epoch_time=seconds, lr=lr)
+            self.history.append(**record)
+            self.epoch = epoch + 1
+            if self.scheduler is not None and self.scheduler_interval == "epoch":
+                self.scheduler.step()
+            logs = {key: value for key, value in record.items() if value is not None}
+            if self.verbose:
+                print(_summary(epoch, epochs, logs), file=sys.stdout, flush=True)
+            for cb in callbacks:
+                cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        for cb in callbacks:
+            cb.on_train_end(self.history)
+        return self.history
+
+    def _train_epoch(self, loader, epoch, epochs, progress):
+        model = self.model
+        model.train()
+        forward, backward = model.forward, model.backward
+        loss_forward, loss_backward = self.loss_fn.forward, self.loss_fn.backward
+        zero_grad, step = self.optimizer.zero_grad, self.optimizer.step
+        count = self._count
+        schedule = self.scheduler.step if self.scheduler is not None and self.scheduler_interval == "step" else None
+        tally = _Tally(self._loss_weighted, count is not None)
+        losses, correct, sizes = tally.losses, tally.correct, tally.sizes
+        every = self.log_every
+        total = len(loader) if hasattr(loader, "__len__") else None
+        bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", file=sys.stderr, leave=False, disable=not progress, dynamic_ncols=True, mininterval=0)
+        try:
+            for xb, yb in loader:
+                logits = forward(xb)
+                loss = loss_forward(logits, yb)
+                zero_grad()
+                backward(loss_backward())
+                step()
+                if schedule is not None:
+                    schedule()
+                losses.append(loss)
+                sizes.append(xb.shape[0])
+                if count is not None:
+                    correct.append(count(logits, yb))
+                if len(losses) == every:
+                    self._read_back(tally, bar, epoch, total)
+            self._read_back(tally, bar, epoch, total)
+            backend.synchronize(model.xp)
+        finally:
+            bar.close()
+        return tally.mean_loss(), tally.accuracy()
+
+    def _read_back(self, tally, bar, epoch, total):
+        """One device sync: fetch the pending per-step values, stop on a non-finite loss, advance the bar."""
+        pending = len(tally.losses)
+        bad = tally.flush()
+        if bad is not None:
+            step, value = bad
+            lr = self.optimizer.param_groups[0]["lr"]
+            of = f" of {total}" if total else ""
+            raise NonFiniteLossError(
+                f"non-finite loss ({value}) at epoch {epoch + 1}, step {step + 1}{of}: training diverged; "
+                f"lower the learning rate (now {lr:g}) or check the inputs for NaN/inf"
+            )
+        if not bar.disable and pending:
+            acc = tally.accuracy()
+            postfix = f"loss {tally.mean_loss():.4f}" + (f", acc {acc:.2%}" if acc is not None else "")
+            bar.set_postfix_str(postfix, refresh=False)
+            bar.update(pending)
+
+    # ---- evaluation and prediction ---------------------------------------------------------
+
+    def evaluate(self, loader):
+        """Mean loss and accuracy over ``loader`` in eval mode: ``{"loss": ..., "accuracy": ...}``
+        (Python floats; "accuracy" only with that metric). A non-finite loss is reported, not raised."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        forward, loss_forward, count = model.forward, self.loss_fn.forward, self._count
+        tally = _Tally(self._loss_weighted, count is not None)
+        losses, correct, sizes = tally.losses, tally.correct, tally.sizes
+        try:
+            for xb, yb in loader:
+                logits = forward(xb)
+                losses.append(loss_forward(logits, yb))
+                sizes.append(xb.shape[0])
+                if count is not None:
+                    correct.append(count(logits, yb))
+                if len(losses) == self.log_every:
+                    tally.flush()
+            tally.flush()
+        finally:
+            model.train(was_training)
+        result = {"loss": tally.mean_loss()}
+        if count is not None:
+            result["accuracy"] = tally.accuracy()
+        return result
+
+    def predict(self, data, batch_size=256, logits=False):
+        """Class indices (or, with ``logits``, the raw outputs) for ``data``: an array of inputs
+        (host or device; fed in batches of ``batch_size``) or a loader yielding ``x`` or ``(x, y)``.
+        Returns a device array on the model's device."""
+        model = self.model
+        xp = model.xp
+        if hasattr(data, "shape"):
+            dtype = next(iter(model.parameters())).dtype if model.num_parameters() else None
+            n = data.shape[0]
+            batches = (backend.asarray(data[a:a + batch_size, ...], xp, dtype) for a in range(0, n, batch_size))
+        else:
+            batches = (b[0] if isinstance(b, (tuple, list)) else b for b in data)
+        was_training = model.training
+        model.eval()
+        try:
+            outputs = [model.forward(xb) for xb in batches]
+        finally:
+            model.train(was_training)
+        out = xp.concat(outputs, axis=0)
+        return out if logits else xp.argmax(out, axis=1)
+
+    # ---- checkpoints -----------------------------------------------------------------------
+
+    def restore(self, checkpoint, loader=None, rng=True):
+        """Load a checkpoint (path or :class:`~xpnn.train.Checkpoint`) into the model, optimizer,
+        scheduler, ``loader`` and global random state, and take over its history. Returns the epoch
+        to continue from: ``trainer.fit(loader, epochs, start_epoch=trainer.restore(path, loader))``."""
+        ckpt = restore_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler, loader, rng)
+        self.history = History(ckpt.history)
+        self.epoch = ckpt.epoch
+        return ckpt.epoch
+
+
+def _summary(epoch, epochs, logs):
+    """'epoch  3/10  loss 0.0523  acc 98.41%  val_loss 0.0712  val_acc 97.85%  2.1s  lr 0.001'"""
+    parts = [f"epoch {epoch + 1:>{len(str(epochs))}}/{epochs}", f"loss {logs['loss']:.4f}"]
+    if "acc" in logs:
+        parts.append(f"acc {logs['acc']:.2%}")
+    if "val_loss" in logs:
+        parts.append(f"val_loss {logs['val_loss']:.4f}")
+    if "val_acc" in logs:
+        parts.append(f"val_acc {logs['val_acc']:.2%}")
+    parts.append(f"{logs['epoch_time']:.1f}s")
+    parts.append(f"lr {logs['lr']:.3g}")
+    return "  ".join(parts)
+
+
+class _Tally:
+    """Per-step values waiting on the device, and the host totals they are folded into."""
+
+    __slots__ = ("weighted", "counts", "losses", "correct", "sizes", "loss_sum", "correct_sum", "samples", "steps")
+
+    def __init__(self, weighted, counts):
+        self.weighted, self.counts = weighted, counts
+        self.losses, self.correct, self.sizes = [], [], []
+        self.loss_sum, self.correct_sum, self.samples, self.steps = 0.0, 0, 0, 0
+
+    def flush(self):
+        """Read the pending values back (one sync) and add them up; returns (step, value) of the
+        first non-finite loss among them, or None."""
+        if not self.losses:
+            return None
+        xp = backend.namespace_of(self.losses[0])
+        values = backend.to_numpy(xp.stack(self.losses)).astype(np.float64)
+        sizes = np.asarray(self.sizes, dtype=np.float64)
+        bad = None
+        finite = np.isfinite(values)
+        if not finite.all():
+            first = int(np.argmin(finite))
+            bad = (self.steps + first, float(values[first]))
+        self.loss_sum += float(values @ sizes) if self.weighted else float(values.sum())
+        if self.correct:
+            self.correct_sum += int(backend.to_numpy(xp.stack(self.correct)).sum())
+        self.samples += int(sizes.sum())
+        self.steps += len(self.losses)
+        self.losses.clear()
+        self.correct.clear()
+        self.sizes.clear()
+        return bad
+
+    def mean_loss(self):
+        return self.loss_sum / self.samples if self.samples else float("nan")
+
+    def accuracy(self):
+        return self.correct_sum / self.samples if self.counts and self.samples else None
