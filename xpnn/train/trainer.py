@@ -1,6 +1,6 @@
 """Trainer: the training loop, evaluation and prediction.
 
-Per step the loop does forward, loss, ``optimizer.zero_grad()``, ``model.backward(loss_fn.backward())``,
+Per step the loop does forward, loss, ``optimizer.zero_grad()``, ``model.backward_params(loss_fn.backward())``,
 ``optimizer.step()`` and keeps the step's loss and correct count as 0-d device arrays; nothing is read
 back to the host inside a step. Every ``log_every`` steps and at the end of the epoch the pending
 values are read back together (one device sync), checked for NaN/inf (naming the first bad step)
@@ -100,7 +100,7 @@ class Trainer:
     def _train_epoch(self, loader, epoch, epochs, progress):
         model = self.model
         model.train()
-        forward, backward = model.forward, model.backward
+        forward, backward = model.forward, model.backward_params
         loss_forward, loss_backward = self.loss_fn.forward, self.loss_fn.backward
         zero_grad, step = self.optimizer.zero_grad, self.optimizer.step
         count = self._count
