@@ -1,0 +1,77 @@
+"""GEMM work and rate: this machine's NumPy float32 matmul rate, and a training step's GEMMs as
+im2col sees them (forward, dW and dX of every Linear and Conv2d; no dX for the first layer,
+whose input is the data)."""
+
+import math
+import time
+
+import numpy as np
+
+
+def layer_gemms(model, image):
+    """(rows per image, K, N) of each Linear/Conv2d of an xpnn Sequential, found by running one
+    ``image`` (shape (1, ...)) through it: Linear(i, o) is (1, i, o); Conv2d is (OH*OW, C*KH*KW, O)."""
+    shapes = []
+    x = image
+    for layer in model:
+        y = layer(x)
+        weight = getattr(layer, "weight", None)
+        if weight is not None and weight.data.ndim == 2:
+            shapes.append((math.prod(y.shape[1:-1]), *weight.data.shape))
+        elif weight is not None and weight.data.ndim == 4:
+            out, cin, kh, kw = weight.data.shape
+            shapes.append((math.prod(y.shape[2:]), cin * kh * kw, out))
+        x = y
+    return shapes
+
+
+def step_gemms(layers, batch_size):
+    """The (role, M, K, N) products of one training step at ``batch_size``: C(M, N) = A(M, K) @ B(K, N)."""
+    gemms = []
+    for i, (rows, k, n) in enumerate(layers):
+        m = batch_size * rows
+        gemms += [("forward", m, k, n), ("dW", k, m, n)]
+        if i > 0:
+            gemms.append(("dX", m, n, k))
+    return gemms
+
+
+def flops(gemms):
+    return sum(2 * m * k * n for _, m, k, n in gemms)
+
+
+def _operands(role, m, k, n, rng):
+    """The operands in the layout the layer uses: x @ W, x.T @ g, g @ W.T."""
+    def rand(*shape):
+        return rng.standard_normal(shape, dtype=np.float32)
+    if role == "dW":
+        return rand(k, m).T, rand(k, n)
+    if role == "dX":
+        return rand(m, k), rand(n, k).T
+    return rand(m, k), rand(k, n)
+
+
+def seconds(role, m, k, n, min_calls=5, min_seconds=0.05, rng=None):
+    """Best seconds of one float32 ``A @ B`` of this shape (after one warm-up call): the floor is
+    what the machine can do, and the best call is the one least disturbed by anything else."""
+    a, b = _operands(role, m, k, n, rng or np.random.default_rng(0))
+    a @ b
+    times = []
+    while len(times) < min_calls or sum(times) < min_seconds:
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+PEAK_SIZE = 2048
+
+
+def peak_rate(size=PEAK_SIZE, calls=7):
+    """NumPy float32 FLOP/s on a ``size`` x ``size`` square matmul (best of ``calls``)."""
+    return 2 * size**3 / seconds("forward", size, size, size, min_calls=calls)
+
+
+def shape_seconds(gemms):
+    """Seconds NumPy needs for these GEMMs alone, each timed at its own shape."""
+    return sum(seconds(*g) for g in gemms)

@@ -1,0 +1,132 @@
+"""One runner per framework, each with the same three calls: ``convert`` (host NumPy arrays to the
+framework's own), ``step`` (one training step on a batch) and ``epoch`` (one real pass over the
+training set, the way a user of that framework writes it). Adam lr 1e-3, cross-entropy throughout."""
+
+import os
+
+import numpy as np
+
+LR = 1e-3
+THREADS = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count())  # NumPy's OpenBLAS follows OMP_NUM_THREADS too
+
+
+def build_xpnn(name):
+    """The xpnn model "mlp", "cnn" or "lenet" from xpnn.models."""
+    from xpnn import models
+
+    if name == "mlp":
+        return models.MLP([784, 256, 10])
+    return {"cnn": models.SimpleCNN, "lenet": models.LeNet}[name]()
+
+
+class XpnnRunner:
+    """xpnn on NumPy: manual steps; the epoch goes through DataLoader(shuffle=True) and Trainer.fit."""
+
+    def __init__(self, model, batch_size, seed=0):
+        import xpnn
+        from xpnn import nn, optim
+
+        xpnn.manual_seed(seed)
+        self.batch_size = batch_size
+        self.model = build_xpnn(model)
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.opt = optim.Adam(self.model.parameters(), lr=LR)
+
+    def convert(self, x, y):
+        return x, y
+
+    def step(self, xb, yb):
+        loss = self.loss_fn(self.model(xb), yb)
+        self.opt.zero_grad()
+        self.model.backward(self.loss_fn.backward())
+        self.opt.step()
+        return loss
+
+    def epoch(self, x, y, seed):
+        from xpnn.data import DataLoader
+        from xpnn.train import Trainer
+
+        loader = DataLoader(x, y, batch_size=self.batch_size, shuffle=True, seed=seed)
+        Trainer(self.model, self.opt, self.loss_fn, verbose=False).fit(loader, epochs=1, progress=False)
+
+
+class TorchRunner:
+    """PyTorch CPU eager: zero_grad, forward, loss, backward, step, on tensors made once from NumPy."""
+
+    def __init__(self, model, batch_size, seed=0):
+        import torch
+
+        from .torch_models import build
+
+        torch.manual_seed(seed)
+        torch.set_num_threads(THREADS)
+        self.torch = torch
+        self.batch_size = batch_size
+        self.model = build(model)
+        self.loss_fn = torch.nn.CrossEntropyLoss()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=LR)
+
+    def convert(self, x, y):
+        return self.torch.from_numpy(x), self.torch.from_numpy(y)
+
+    def step(self, xb, yb):
+        self.opt.zero_grad()
+        loss = self.loss_fn(self.model(xb), yb)
+        loss.backward()
+        self.opt.step()
+        return loss
+
+    def epoch(self, x, y, seed):
+        """The same batch order as xpnn's DataLoader with the same seed."""
+        order = self.torch.from_numpy(np.random.default_rng(seed).permutation(len(x)))
+        for start in range(0, len(x), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            self.step(x[idx], y[idx])
+
+
+class SeedMLPRunner:
+    """The seed notebooks' float64 NumPy MLP (bench/seed_mlp.py), data converted to float64 up front."""
+
+    def __init__(self, model, batch_size, seed=0):
+        from .seed_mlp import SeedMLP
+
+        self.batch_size = batch_size
+        self.net = SeedMLP([784, 256, 10], lr=LR, seed=seed)
+
+    def convert(self, x, y):
+        return x.astype(np.float64), y
+
+    def step(self, xb, yb):
+        return self.net.train_step(xb, yb)
+
+    def epoch(self, x, y, seed):
+        order = np.random.default_rng(seed).permutation(len(x))
+        for start in range(0, len(x), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            self.step(x[idx], y[idx])
+
+
+class SeedConvRunner:
+    """The seed notebook's CNN from bench/seed_conv.py: loops over output pixels, float64, SGD as in
+    the notebook, starting from the xpnn model's weights. Too slow for an epoch: it has none."""
+
+    def __init__(self, model, batch_size, seed=0):
+        from .seed_conv import NaiveSeedCNN
+
+        self.net = NaiveSeedCNN(XpnnRunner(model, batch_size, seed=seed).model.state_dict())
+
+    def convert(self, x, y):
+        return x.astype(np.float64), y
+
+    def step(self, xb, yb):
+        return self.net.step(xb, yb)
+
+
+FRAMEWORKS = ("xpnn", "torch", "seed")
+SEED_RUNNERS = {"mlp": SeedMLPRunner, "cnn": SeedConvRunner}
+
+
+def make(framework, model, batch_size, seed=0):
+    """The runner of ``framework`` ("xpnn", "torch" or "seed") for ``model`` at ``batch_size``."""
+    cls = SEED_RUNNERS[model] if framework == "seed" else {"xpnn": XpnnRunner, "torch": TorchRunner}[framework]
+    return cls(model, batch_size, seed=seed)
