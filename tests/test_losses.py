@@ -174,3 +174,12 @@ def test_bad_reduction_and_smoothing():
         nn.MSELoss(reduction="avg")
     with pytest.raises(ValueError, match=r"CrossEntropyLoss: expected label_smoothing in \[0, 1\], got 1.5"):
         nn.CrossEntropyLoss(label_smoothing=1.5)
+
+
+def test_cross_entropy_gradient_has_no_subnormal_numbers(backend):
+    z = backend.asarray(np.array([[0.0, -95.0, 30.0], [120.0, 0.0, 1.0]]), np.float32)
+    loss_fn = nn.CrossEntropyLoss()
+    loss_fn(z, backend.asarray(np.array([2, 0])))
+    grad = np.abs(xb.to_numpy(loss_fn.backward()))
+    tiny = np.finfo(np.float32).smallest_normal
+    assert not np.any((grad > 0) & (grad < tiny))
