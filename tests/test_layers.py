@@ -44,6 +44,17 @@ def test_activation_values_and_dtype(backend, rng, make, reference):
     np.testing.assert_allclose(xb.to_numpy(y), reference(x.astype(np.float64)), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("make, slope", [(nn.ReLU, 0.0), (lambda: nn.LeakyReLU(0.2), 0.2)])
+def test_rectifiers_are_exact_at_the_extremes(backend, make, slope):
+    x = np.array([-np.inf, -3.5, -1e-30, 0.0, 1e-30, 2.25, np.inf, np.nan], dtype=np.float32)
+    layer = make()
+    y = xb.to_numpy(layer(backend.asarray(x)))
+    expected = np.where(x > 0, x, x * np.float32(slope)) if slope else np.maximum(x, np.float32(0))
+    np.testing.assert_array_equal(y, expected)
+    grad = xb.to_numpy(layer.backward(backend.asarray(np.full(8, 3.0, dtype=np.float32))))
+    np.testing.assert_array_equal(grad[:7], np.where(x[:7] > 0, 3.0, 3.0 * np.float32(slope)).astype(np.float32))
+
+
 def test_gelu_matches_exact_erf(backend):
     from math import erf, sqrt
 

@@ -131,6 +131,53 @@ def test_maxpool_gradient_goes_to_the_first_maximum(backend):
     np.testing.assert_array_equal(grad[0, 0], [[3, 0, 5, 0], [0, 0, 0, 0]])
 
 
+def reference_maxpool_grad(x, kernel, stride, padding, up):
+    """Gradient of max pooling by loops: each window's upstream value goes to its first maximum."""
+    (kh, kw), (ph, pw) = pair(kernel), pair(padding)
+    sh, sw = pair(kernel if stride is None else stride)
+    grad = np.zeros(np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))).shape)
+    for b, ch, i, j, window, _ in windows(x, kernel, stride, padding, fill=-np.inf):
+        r, c = np.unravel_index(np.argmax(window), window.shape)
+        grad[b, ch, i * sh + r, j * sw + c] += up[b, ch, i, j]
+    return grad[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]]
+
+
+@pytest.mark.parametrize("kernel", [2, 3, (2, 3), (1, 2)])
+@pytest.mark.parametrize("channel_major", [False, True])
+def test_maxpool_tiled_windows_with_ties_match_loops(backend, rng, kernel, channel_major):
+    """Windows that tile the input take the reshaped W-then-H path; many ties check the
+    first-maximum rule, and a channel-major input (as Conv2d returns) the memory-order views."""
+    kh, kw = pair(kernel)
+    x = rng.integers(0, 3, size=(3, 2, 2 * kh, 3 * kw)).astype(np.float64)
+    up = rng.normal(size=(3, 2, 2, 3))
+    on_device = backend.asarray(np.ascontiguousarray(x.transpose(1, 0, 2, 3)) if channel_major else x)
+    if channel_major:
+        on_device = backend.xp.permute_dims(on_device, (1, 0, 2, 3))
+    layer = nn.MaxPool2d(kernel)
+    y = layer(on_device)
+    np.testing.assert_array_equal(xb.to_numpy(y), reference_pool(x, kernel, None, 0, np.max))
+    grad = layer.backward(backend.asarray(up))
+    assert tuple(grad.shape) == x.shape
+    np.testing.assert_array_equal(xb.to_numpy(grad), reference_maxpool_grad(x, kernel, None, 0, up))
+
+
+@pytest.mark.parametrize("shape, k, s, p", GRID)
+def test_maxpool_gradient_with_ties_matches_loops(backend, rng, shape, k, s, p):
+    x = rng.integers(0, 3, size=shape).astype(np.float64)
+    layer = nn.MaxPool2d(k, s, p)
+    y = layer(backend.asarray(x))
+    up = rng.normal(size=tuple(y.shape))
+    np.testing.assert_array_equal(xb.to_numpy(layer.backward(backend.asarray(up))), reference_maxpool_grad(x, k, s, p, up))
+
+
+def test_maxpool_propagates_nan(backend):
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    x[0, 0, 0, 1] = np.nan
+    for layer in (nn.MaxPool2d(2), nn.MaxPool2d(2, stride=1)):
+        y = xb.to_numpy(layer(backend.asarray(x)))
+        assert np.isnan(y[0, 0, 0, 0]) and not np.isnan(y[0, 0, -1, -1])
+
+
 def test_maxpool_overlapping_windows_add_gradients(backend):
     x = np.zeros((1, 1, 3, 3))
     x[0, 0, 1, 1] = 1.0  # the max of all four 2x2 windows

@@ -24,7 +24,7 @@ class _DropoutBase(Module):
         xp = backend.namespace_of(x)
         rng = random.default_generator() if self.generator is None else self.generator
         keep = backend.uniform(self._mask_shape(x), xp, x.dtype, rng) >= self.p
-        self._mask = xp.where(keep, xp.full((), 1 / (1 - self.p), dtype=x.dtype), xp.zeros((), dtype=x.dtype))
+        self._mask = xp.astype(keep, x.dtype) * (1 / (1 - self.p))
         return x * self._mask
 
     def backward(self, grad):

@@ -56,31 +56,91 @@ class _Pool2d(Module):
 
 class MaxPool2d(_Pool2d):
     """Maximum over each window; ``stride`` defaults to ``kernel_size``; padding is -inf. The
-    gradient goes to the first maximum of each window (row-major), as in PyTorch."""
+    gradient goes to the first maximum of each window (row-major), as in PyTorch; a NaN in a
+    window makes its output NaN.
+
+    Non-overlapping windows that tile the input (stride == kernel, no padding or dilation, H and
+    W multiples of the kernel: the common 2x2 pool) are reduced along W, then along H, over views
+    of the input's own memory, so every pass is a long run instead of one short run per image
+    row. Selection is arithmetic (compare, maximum, multiply by a 0/1 mask), never ``where``:
+    NumPy's ``where`` on an unpredictable mask is about 15x slower than a multiply."""
 
     def forward(self, x):
         xp = self._windows(x)
+        self._tiled = self.stride == self.kernel_size and self.padding == (0, 0) and self.dilation == (1, 1) and all(
+            size % k == 0 for size, k in zip(self._x_shape[2:], self.kernel_size)
+        )
+        if self._tiled:
+            return self._forward_tiled(xp, x)
         image = F.pad2d(x, self.padding, -math.inf)
-        index_dtype = xp.int8 if len(self._slices) <= 127 else xp.int32
-        best = arg = None
-        for k, (_, _, (rows, cols)) in enumerate(self._slices):
-            value = image[:, :, rows, cols]
-            if best is None:
-                best, arg = value, xp.zeros(tuple(value.shape), dtype=index_dtype)
-                continue
-            larger = value > best
-            best = xp.where(larger, value, best)
-            arg = xp.where(larger, k, arg)
-        self._arg = arg
+        best, self._arg = _first_max(xp, [image[:, :, rows, cols] for _, _, (rows, cols) in self._slices])
         return best
 
     def backward(self, grad):
         xp = backend.namespace_of(grad)
-        parts = (xp.where(self._arg == k, grad, 0.0) for k in range(len(self._slices)))
-        return self._scatter(xp, parts, grad.dtype)
+        if self._tiled:
+            return self._backward_tiled(xp, grad)
+        return self._scatter(xp, _route(xp, grad, self._arg, len(self._slices)), grad.dtype)
+
+    def _forward_tiled(self, xp, x):
+        n, c, h, w = self._x_shape
+        kh, kw = self.kernel_size
+        self._channel_major = _is_channel_major(x)
+        memory = xp.permute_dims(x, (1, 0, 2, 3)) if self._channel_major else x
+        rows = xp.reshape(memory, (-1, kw))  # one line per kw-wide run of a tile row
+        row_max, self._col_arg = _first_max(xp, [rows[:, j] for j in range(kw)])
+        tiles = xp.reshape(row_max, (-1, kh, w // kw))  # one line per output row
+        best, self._row_arg = _first_max(xp, [tiles[:, i, :] for i in range(kh)])
+        return self._from_memory(xp, best, h // kh, w // kw)
+
+    def _backward_tiled(self, xp, grad):
+        n, c, h, w = self._x_shape
+        kh, kw = self.kernel_size
+        memory = xp.permute_dims(grad, (1, 0, 2, 3)) if self._channel_major else grad
+        out_rows = xp.reshape(memory, (-1, w // kw))
+        tiles = xp.stack(_route(xp, out_rows, self._row_arg, kh), axis=1)
+        rows = xp.stack(_route(xp, xp.reshape(tiles, (-1,)), self._col_arg, kw), axis=1)
+        return self._from_memory(xp, rows, h, w)
+
+    def _from_memory(self, xp, values, h, w):
+        """NCHW view of ``values`` laid out in the input's memory order."""
+        n, c = self._x_shape[:2]
+        if self._channel_major:
+            return xp.permute_dims(xp.reshape(values, (c, n, h, w)), (1, 0, 2, 3))
+        return xp.reshape(values, (n, c, h, w))
 
     def extra_repr(self):
         return f"kernel_size={self._kernel_size_arg}, stride={self._stride_arg}, padding={self._padding_arg}, dilation={self._dilation_arg}"
+
+
+def _is_channel_major(x):
+    """True when NCHW ``x`` is a view of a C-contiguous (C, N, H, W) buffer, as Conv2d returns."""
+    flags = getattr(x, "flags", None)
+    return flags is not None and not flags.c_contiguous and x.transpose(1, 0, 2, 3).flags.c_contiguous
+
+
+def _first_max(xp, values):
+    """Elementwise maximum of same-shaped ``values`` and the index of the first one that attains
+    it, as a float mask-like array (None when there is one value)."""
+    best, arg = values[0], None
+    for k, value in enumerate(values[1:], start=1):
+        larger = xp.astype(value > best, value.dtype)
+        best = xp.maximum(best, value)
+        if arg is None:
+            arg = larger if k == 1 else larger * k
+        else:
+            arg = xp.maximum(arg, larger * k)
+    return best, arg
+
+
+def _route(xp, grad, arg, count):
+    """Split ``grad`` into ``count`` parts, part k keeping the entries whose ``arg`` is k."""
+    if arg is None:
+        return [grad]
+    if count == 2:
+        second = grad * arg
+        return [grad - second, second]
+    return [grad * xp.astype(arg == k, grad.dtype) for k in range(count)]
 
 
 class AvgPool2d(_Pool2d):
