@@ -20,7 +20,8 @@ def build_xpnn(name):
 
 
 class XpnnRunner:
-    """xpnn on NumPy: manual steps; the epoch goes through DataLoader(shuffle=True) and Trainer.fit."""
+    """xpnn on NumPy: manual steps as Trainer makes them (no input gradient, as torch skips it for
+    data that does not require grad); the epoch goes through DataLoader(shuffle=True) and Trainer.fit."""
 
     def __init__(self, model, batch_size, seed=0):
         import xpnn
@@ -38,7 +39,7 @@ class XpnnRunner:
     def step(self, xb, yb):
         loss = self.loss_fn(self.model(xb), yb)
         self.opt.zero_grad()
-        self.model.backward(self.loss_fn.backward())
+        self.model.backward_params(self.loss_fn.backward())
         self.opt.step()
         return loss
 

@@ -62,6 +62,20 @@ def test_col2im_is_the_adjoint_of_im2col(backend, rng, shape, k, s, p, d):
     np.testing.assert_allclose(lhs, rhs, rtol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, k, s, p, d", GEOMETRIES)
+def test_numba_col2im_equals_portable_col2im_bit_for_bit(rng, shape, k, s, p, d, dtype):
+    from xpnn.kernels import cpu_windows
+
+    (kh, kw), stride, padding, dilation, (oh, ow) = F.window_geometry(shape, k, s, p, d)
+    n, c = shape[:2]
+    blocks = rng.normal(size=(c, kh, kw, n, oh, ow)).astype(dtype)
+    fast = cpu_windows.col2im_image(blocks, shape, stride, padding, dilation)
+    slow = F._col2im_image(blocks, shape, stride, padding, dilation)
+    assert fast.dtype == dtype and fast.shape == tuple(slow.shape)
+    np.testing.assert_array_equal(fast, slow)
+
+
 def test_col2im_adds_overlapping_windows(backend):
     # Each input pixel receives one 1 per window covering it: the coverage count.
     ones = F.col2im(backend.asarray(np.ones((9, 9))), (1, 1, 5, 5), 3)

@@ -213,7 +213,8 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
     """The exact transpose of :func:`im2col`: scatter an ``(N*OH*OW, C*KH*KW)`` matrix back into
     an NCHW array of shape ``x_shape``, adding where windows overlap, then cropping the padding.
     ``<im2col(x), cols> == <x, col2im(cols)>``. Like im2col it loops over the kernel offsets,
-    adding one strided slice per offset (no scatter-add). Fastest when ``cols`` is the transpose
+    adding one strided slice per offset (no scatter-add); on NumPy a compiled loop
+    (``xpnn.kernels.cpu_windows``) and on CuPy one kernel launch do the same sums. Fastest when ``cols`` is the transpose
     of a C-contiguous ``(C*KH*KW, N*OH*OW)`` array, as Conv2d's backward produces it. The
     result is an NCHW view of a channel-major (C, N, H, W) buffer."""
     xp = backend.namespace_of(cols)
@@ -223,7 +224,11 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
     if tuple(cols.shape) != (n * oh * ow, c * kh * kw):
         raise ShapeError(f"col2im: expected cols of shape {(n * oh * ow, c * kh * kw)} for x_shape {x_shape}, got {tuple(cols.shape)}")
     blocks = xp.reshape(cols.T, (c, kh, kw, n, oh, ow))
-    if backend.is_cupy(xp):
+    if backend.is_numpy(xp):
+        from .kernels import cpu_windows
+
+        image = cpu_windows.col2im_image(blocks, x_shape, stride, (ph, pw), dilation)
+    elif backend.is_cupy(xp):
         from .kernels import windows
 
         image = windows.col2im_image(blocks, x_shape, stride, (ph, pw), dilation)

@@ -1,2 +1,3 @@
-"""CuPy-only fast paths (fused elementwise kernels, one-launch im2col/col2im), imported lazily by
-the portable functions they speed up, so importing xpnn never imports CuPy."""
+"""Backend fast paths behind the portable functions they speed up: Numba-compiled loops for NumPy
+(``cpu_*``) and CuPy kernels for CUDA. Each is imported lazily, on first use, so importing xpnn
+imports neither Numba nor CuPy."""

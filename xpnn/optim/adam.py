@@ -35,7 +35,7 @@ class Adam(Optimizer):
             grad = grad + wd * param.data
         state["step"] += 1
         adam_update(
-            param.data, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"), self._scratch_like(param),
+            param.data, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
             lr=lr, beta1=beta1, beta2=beta2, eps=group["eps"], step=state["step"],
         )
 

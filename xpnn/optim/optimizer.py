@@ -15,7 +15,6 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups = []
         self.state = {}
-        self._scratch = {}
         params = list(params)
         if not params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
@@ -60,14 +59,6 @@ class Optimizer:
             if hasattr(value, "shape") and type(value) is not type(param.data):
                 state[key] = backend.asarray(value, backend.namespace_of(param.data), param.dtype)
         return state
-
-    def _scratch_like(self, param):
-        """A reusable work buffer shaped like ``param`` (shared by same-shaped parameters, never saved)."""
-        key = (type(param.data), param.shape, backend.dtype_name(param.dtype))
-        buf = self._scratch.get(key)
-        if buf is None:
-            buf = self._scratch[key] = backend.namespace_of(param.data).empty_like(param.data)
-        return buf
 
     def _all_params(self):
         return [p for group in self.param_groups for p in group["params"]]
