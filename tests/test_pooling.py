@@ -133,7 +133,7 @@ def test_maxpool_gradient_goes_to_the_first_maximum(backend):
 
 def reference_maxpool_grad(x, kernel, stride, padding, up):
     """Gradient of max pooling by loops: each window's upstream value goes to its first maximum."""
-    (kh, kw), (ph, pw) = pair(kernel), pair(padding)
+    ph, pw = pair(padding)
     sh, sw = pair(kernel if stride is None else stride)
     grad = np.zeros(np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))).shape)
     for b, ch, i, j, window, _ in windows(x, kernel, stride, padding, fill=-np.inf):

@@ -83,7 +83,7 @@ class MaxPool2d(_Pool2d):
         return self._scatter(xp, _route(xp, grad, self._arg, len(self._slices)), grad.dtype)
 
     def _forward_tiled(self, xp, x):
-        n, c, h, w = self._x_shape
+        h, w = self._x_shape[2:]
         kh, kw = self.kernel_size
         self._channel_major = _is_channel_major(x)
         memory = xp.permute_dims(x, (1, 0, 2, 3)) if self._channel_major else x
@@ -94,7 +94,7 @@ class MaxPool2d(_Pool2d):
         return self._from_memory(xp, best, h // kh, w // kw)
 
     def _backward_tiled(self, xp, grad):
-        n, c, h, w = self._x_shape
+        h, w = self._x_shape[2:]
         kh, kw = self.kernel_size
         memory = xp.permute_dims(grad, (1, 0, 2, 3)) if self._channel_major else grad
         out_rows = xp.reshape(memory, (-1, w // kw))
