@@ -214,9 +214,9 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
     an NCHW array of shape ``x_shape``, adding where windows overlap, then cropping the padding.
     ``<im2col(x), cols> == <x, col2im(cols)>``. Like im2col it loops over the kernel offsets,
     adding one strided slice per offset (no scatter-add); on NumPy a compiled loop
-    (``xpnn.kernels.cpu_windows``) and on CuPy one kernel launch do the same sums. Fastest when ``cols`` is the transpose
-    of a C-contiguous ``(C*KH*KW, N*OH*OW)`` array, as Conv2d's backward produces it. The
-    result is an NCHW view of a channel-major (C, N, H, W) buffer."""
+    (``xpnn.kernels.cpu_windows``) and on CuPy one kernel launch do the same sums. Fastest when
+    ``cols`` is the transpose of a C-contiguous ``(C*KH*KW, N*OH*OW)`` array, as Conv2d's
+    backward produces it. The result is an NCHW view of a channel-major (C, N, H, W) buffer."""
     xp = backend.namespace_of(cols)
     x_shape = tuple(int(d) for d in x_shape)
     (kh, kw), stride, (ph, pw), dilation, (oh, ow) = window_geometry(x_shape, kernel_size, stride, padding, dilation, "col2im")

@@ -3,7 +3,7 @@ kernel offset, and with small images each slice is thousands of short read-modif
 this loop makes one pass over the window buffer, about 2-3x faster on LeNet's layers. im2col
 stays portable: a compiled copy loop was measured no faster than NumPy's strided copies.
 Single-threaded on purpose: waking a thread pool per call cost more than it saved, and spinning
-OpenMP workers starved OpenBLAS's threads (MLP steps 15x slower)."""
+OpenMP workers starved OpenBLAS's threads (MLP steps about 18x slower)."""
 
 import numba
 import numpy as np
