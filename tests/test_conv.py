@@ -193,3 +193,16 @@ def test_conv2d_backward_params_gives_the_same_parameter_gradients(backend, rng)
         grads.append([xb.to_numpy(p.grad).copy() for p in model.parameters()])
     for a, b in zip(*grads):
         np.testing.assert_array_equal(a, b)
+
+
+def test_conv2d_output_is_batch_last_and_chains_through_pooling(rng):
+    """On NumPy a Conv2d output is an NCHW view of a (C, H, W, N) buffer; ReLU and MaxPool2d keep
+    that memory order, so the next Conv2d reads its windows without reordering the image first."""
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 5, 3))
+    x = rng.normal(size=(3, 2, 8, 8)).astype(np.float32)
+    h = reference = x
+    for layer in model:
+        h = layer(h)
+        assert h.transpose(1, 2, 3, 0).flags.c_contiguous, type(layer).__name__
+        reference = np.ascontiguousarray(layer(reference))  # the same layer, fed NCHW-contiguous
+        np.testing.assert_allclose(h, reference, rtol=1e-6, atol=1e-6)

@@ -67,11 +67,11 @@ def test_col2im_is_the_adjoint_of_im2col(backend, rng, shape, k, s, p, d):
 def test_numba_col2im_equals_portable_col2im_bit_for_bit(rng, shape, k, s, p, d, dtype):
     from xpnn.kernels import cpu_windows
 
-    (kh, kw), stride, padding, dilation, (oh, ow) = F.window_geometry(shape, k, s, p, d)
-    n, c = shape[:2]
-    blocks = rng.normal(size=(c, kh, kw, n, oh, ow)).astype(dtype)
-    fast = cpu_windows.col2im_image(blocks, shape, stride, padding, dilation)
-    slow = F._col2im_image(blocks, shape, stride, padding, dilation)
+    (kh, kw), stride, (ph, pw), dilation, (oh, ow) = F.window_geometry(shape, k, s, p, d)
+    n, c, h, w = shape
+    blocks = rng.normal(size=(c, kh, kw, oh, ow, n)).astype(dtype)
+    fast = cpu_windows.col2im_image(blocks, (h + 2 * ph, w + 2 * pw), stride, dilation)
+    slow = F._col2im_image(blocks, (h + 2 * ph, w + 2 * pw), stride, dilation)
     assert fast.dtype == dtype and fast.shape == tuple(slow.shape)
     np.testing.assert_array_equal(fast, slow)
 
@@ -83,12 +83,46 @@ def test_col2im_adds_overlapping_windows(backend):
     np.testing.assert_array_equal(xb.to_numpy(ones)[0, 0], coverage)
 
 
-def test_im2col_keeps_float32_and_layout(backend, rng):
+def test_im2col_keeps_float32(backend, rng):
     x = backend.asarray(rng.normal(size=(2, 3, 6, 5)), np.float32)
     cols = F.im2col(x, 3, padding=1)
     assert cols.dtype == backend.xp.float32 and tuple(cols.shape) == (2 * 6 * 5, 27)
-    if xb.is_numpy(backend.xp):  # the transpose of a C-contiguous (C*KH*KW, N*OH*OW) buffer
-        assert cols.T.flags["C_CONTIGUOUS"]
+
+
+@pytest.mark.parametrize("shape, k, s, p, d", GEOMETRIES)
+def test_im2col_batch_last_is_im2col_with_the_batch_innermost(backend, rng, shape, k, s, p, d):
+    x = rng.normal(size=shape)
+    expected = reference_im2col(x, k, s, p, d)  # rows (n, oh, ow)
+    n = shape[0]
+    by_pixel = expected.reshape(n, -1, expected.shape[1]).transpose(2, 1, 0).reshape(expected.shape[1], -1)
+    cols = F.im2col_batch_last(backend.asarray(x), k, s, p, d)
+    np.testing.assert_array_equal(xb.to_numpy(cols), by_pixel)
+    if xb.is_numpy(backend.xp):
+        assert cols.flags["C_CONTIGUOUS"]
+
+
+@pytest.mark.parametrize("shape, k, s, p, d", GEOMETRIES)
+def test_col2im_batch_last_is_the_adjoint_of_im2col_batch_last(backend, rng, shape, k, s, p, d):
+    x = rng.normal(size=shape)
+    cols = xb.to_numpy(F.im2col_batch_last(backend.asarray(x), k, s, p, d))
+    c = rng.normal(size=cols.shape)
+    image = F.col2im_batch_last(backend.asarray(c), shape, k, s, p, d)
+    n, ch, h, w = shape
+    assert tuple(image.shape) == (ch, h, w, n)
+    np.testing.assert_allclose(float(np.sum(cols * c)), float(np.sum(x.transpose(1, 2, 3, 0) * xb.to_numpy(image))), rtol=1e-12)
+
+
+def test_im2col_batch_last_reads_a_batch_last_input_in_place(rng):
+    # A conv output feeding the next conv without padding is used as it is, not copied first.
+    x = np.ascontiguousarray(rng.normal(size=(3, 5, 5, 2))).transpose(3, 0, 1, 2)
+    assert F._padded_batch_last(x, (0, 0)).base is x.base
+    assert F._padded_batch_last(np.ascontiguousarray(x), (0, 0)).flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(F.im2col_batch_last(x, 3), F.im2col_batch_last(np.ascontiguousarray(x), 3))
+
+
+def test_col2im_batch_last_rejects_wrong_cols_shape(backend):
+    with pytest.raises(ShapeError, match=r"col2im: expected cols of shape \(9, 50\) for x_shape \(2, 1, 5, 5\), got \(50, 9\)"):
+        F.col2im_batch_last(backend.asarray(np.zeros((50, 9))), (2, 1, 5, 5), 3, padding=1)
 
 
 def test_im2col_matches_torch_unfold(rng):

@@ -76,6 +76,20 @@ def test_linear_accepts_leading_dimensions(backend, rng):
     check_layer(layer, rng.normal(size=(2, 3, 5)), backend, rng)
 
 
+def test_linear_gradient_keeps_a_transposed_input_layout(rng):
+    """A flattened batch-last conv output is the transpose of a C-contiguous buffer; the input
+    gradient comes back in that memory order, with the same values."""
+    layer = nn.Linear(6, 3, dtype=np.float64)
+    x = rng.normal(size=(6, 4)).T
+    up = rng.normal(size=(4, 3))
+    layer(x)
+    grad = layer.backward(up)
+    assert grad.T.flags.c_contiguous
+    np.testing.assert_allclose(grad, up @ layer.weight.data.T, rtol=1e-12)
+    layer(np.ascontiguousarray(x))
+    assert layer.backward(up).flags.c_contiguous
+
+
 def test_linear_without_bias(backend, rng):
     layer = nn.Linear(3, 2, bias=False)
     assert [name for name, _ in layer.named_parameters()] == ["weight"]

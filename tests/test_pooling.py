@@ -143,19 +143,21 @@ def reference_maxpool_grad(x, kernel, stride, padding, up):
 
 
 @pytest.mark.parametrize("kernel", [2, 3, (2, 3), (1, 2)])
-@pytest.mark.parametrize("channel_major", [False, True])
-def test_maxpool_tiled_windows_with_ties_match_loops(backend, rng, kernel, channel_major):
+@pytest.mark.parametrize("order", [(0, 1, 2, 3), (1, 0, 2, 3), (1, 2, 3, 0), (0, 2, 3, 1), (2, 3, 0, 1)])
+def test_maxpool_tiled_windows_with_ties_match_loops(backend, rng, kernel, order):
     """Windows that tile the input take the reshaped W-then-H path; many ties check the
-    first-maximum rule, and a channel-major input (as Conv2d returns) the memory-order views."""
+    first-maximum rule, and inputs stored in other memory orders (batch-last, as Conv2d returns
+    them; channel-major; channels-last; one the fast path does not read in place) the views."""
     kh, kw = pair(kernel)
     x = rng.integers(0, 3, size=(3, 2, 2 * kh, 3 * kw)).astype(np.float64)
     up = rng.normal(size=(3, 2, 2, 3))
-    on_device = backend.asarray(np.ascontiguousarray(x.transpose(1, 0, 2, 3)) if channel_major else x)
-    if channel_major:
-        on_device = backend.xp.permute_dims(on_device, (1, 0, 2, 3))
+    inverse = tuple(order.index(axis) for axis in range(4))
+    on_device = backend.xp.permute_dims(backend.asarray(np.ascontiguousarray(x.transpose(order))), inverse)
     layer = nn.MaxPool2d(kernel)
     y = layer(on_device)
     np.testing.assert_array_equal(xb.to_numpy(y), reference_pool(x, kernel, None, 0, np.max))
+    if xb.is_numpy(backend.xp) and order != (2, 3, 0, 1):  # the output keeps the input's memory order
+        assert y.transpose(order).flags.c_contiguous
     grad = layer.backward(backend.asarray(up))
     assert tuple(grad.shape) == x.shape
     np.testing.assert_array_equal(xb.to_numpy(grad), reference_maxpool_grad(x, kernel, None, 0, up))

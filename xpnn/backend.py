@@ -177,6 +177,14 @@ def check_array(x, xp, where, dtype=None):
         raise DTypeError(f"{where}: expected dtype {dtype_name(dtype)}, got {dtype_name(x.dtype)}")
 
 
+def is_c_contiguous(x):
+    """True when ``x`` is known to be stored C-contiguously (NumPy and CuPy report it; a namespace
+    that does not say gets False). Layers use it to keep a producer's memory order, never for
+    correctness."""
+    flags = getattr(x, "flags", None)
+    return bool(flags is not None and flags.c_contiguous)
+
+
 def to_numpy(x):
     """A host NumPy copy (or view, for NumPy input) of any backend's array."""
     if isinstance(x, np.ndarray):

@@ -174,17 +174,41 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     Row ``n*OH*OW + oh*OW + ow`` is output pixel (n, oh, ow); column ``c*KH*KW + kh*KW + kw`` is
     kernel element (c, kh, kw): the order of ``weight.reshape(out_channels, -1)`` and of
     ``torch.nn.functional.unfold``. Zero padding. Geometry arguments are ints or (h, w) pairs.
+    A reordered copy of :func:`im2col_batch_last`, the layout Conv2d computes in."""
+    xp = backend.namespace_of(x)
+    n, c = x.shape[:2]
+    (kh, kw), _, _, _, (oh, ow) = window_geometry(tuple(x.shape), kernel_size, stride, padding, dilation, "im2col")
+    cols = xp.reshape(im2col_batch_last(x, kernel_size, stride, padding, dilation), (c * kh * kw, oh, ow, n))
+    return xp.reshape(xp.permute_dims(cols, (3, 1, 2, 0)), (n * oh * ow, c * kh * kw))
 
-    Layout: the result is the transpose (a view, no copy) of a C-contiguous
-    ``(C*KH*KW, N*OH*OW)`` buffer, i.e. each column is contiguous. Conv2d forward is then one
-    GEMM, ``W (out, C*KH*KW) @ cols.T -> (out, N, OH, OW)``, turned into NCHW by one permute
-    (a view), and the buffer is filled by KH*KW copies whose inner runs are whole image rows.
-    Filling it loops over the kernel offsets, copying one strided slice of the padded,
-    channel-major (C, N, Hp, Wp) image per offset, never over output pixels. On CuPy one kernel
-    launch fills the buffer instead (``xpnn.kernels.windows``). There is no NumPy-specific path:
-    building the same buffer from one ``as_strided`` view was measured no faster in this layout
-    (``bench/im2col_paths.py``).
-    """
+
+def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
+    """The exact transpose of :func:`im2col`: scatter an ``(N*OH*OW, C*KH*KW)`` matrix back into
+    an NCHW array of shape ``x_shape``, adding where windows overlap, then cropping the padding.
+    ``<im2col(x), cols> == <x, col2im(cols)>``. Reorders ``cols`` and calls :func:`col2im_batch_last`."""
+    xp = backend.namespace_of(cols)
+    x_shape = tuple(int(d) for d in x_shape)
+    (kh, kw), _, _, _, (oh, ow) = window_geometry(x_shape, kernel_size, stride, padding, dilation, "col2im")
+    n, c = x_shape[:2]
+    if tuple(cols.shape) != (n * oh * ow, c * kh * kw):
+        raise ShapeError(f"col2im: expected cols of shape {(n * oh * ow, c * kh * kw)} for x_shape {x_shape}, got {tuple(cols.shape)}")
+    by_kernel = xp.reshape(xp.permute_dims(xp.reshape(cols, (n, oh, ow, c * kh * kw)), (3, 1, 2, 0)), (c * kh * kw, -1))
+    image = col2im_batch_last(by_kernel, x_shape, kernel_size, stride, padding, dilation)
+    return xp.permute_dims(image, (3, 0, 1, 2))
+
+
+def im2col_batch_last(x, kernel_size, stride=1, padding=0, dilation=1):
+    """The windows of an NCHW batch (any strides) as a C-contiguous ``(C*KH*KW, OH*OW*N)`` matrix:
+    row ``c*KH*KW + kh*KW + kw`` is kernel element (c, kh, kw), column ``(oh*OW + ow)*N + n`` is
+    output pixel (n, oh, ow). Conv2d forward is then one GEMM, ``W (out, C*KH*KW) @ cols``, whose
+    (out, OH, OW, N) result is NCHW through one permute (a view).
+
+    Why the batch last: the zero-padded image is laid out (C, Hp, Wp, N), so each kernel offset's
+    windows are one strided slice whose inner runs are OW*N elements long, and the KH*KW copies
+    that fill the buffer move long runs (with the batch first, as in Chainer, they move runs of OW
+    elements: 3-5x slower on LeNet's layers). The pooling and activation layers that follow work
+    in whatever memory order they are given, so the layout carries through the network. On CuPy
+    one kernel launch fills the buffer instead (``xpnn.kernels.windows``)."""
     xp = backend.namespace_of(x)
     (kh, kw), stride, padding, dilation, (oh, ow) = window_geometry(tuple(x.shape), kernel_size, stride, padding, dilation, "im2col")
     n, c = x.shape[:2]
@@ -193,58 +217,59 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
 
         buf = windows.im2col_blocks(x, (kh, kw), stride, padding, dilation, (oh, ow))
     else:
-        buf = _im2col_blocks(x, (kh, kw), stride, padding, dilation, (oh, ow))
-    return xp.reshape(buf, (c * kh * kw, n * oh * ow)).T
+        image = _padded_batch_last(x, padding)
+        buf = xp.empty((c, kh, kw, oh, ow, n), dtype=x.dtype)
+        for i, j, (rows, cols) in window_slices((kh, kw), stride, dilation, (oh, ow)):
+            buf[:, i, j, ...] = image[:, rows, cols, :]
+    return xp.reshape(buf, (c * kh * kw, oh * ow * n))
 
 
-def _im2col_blocks(x, kernel, stride, padding, dilation, output_size):
-    """Portable im2col: the (C, KH, KW, N, OH, OW) window buffer, one strided copy per kernel offset."""
+def _padded_batch_last(x, padding):
+    """NCHW ``x`` as a zero-padded, C-contiguous (C, Hp, Wp, N) image; a view of ``x`` when it
+    already is one (a batch-last layer output, no padding)."""
     xp = backend.namespace_of(x)
-    (kh, kw), (oh, ow) = kernel, output_size
-    n, c = x.shape[:2]
-    image = pad2d(xp.permute_dims(x, (1, 0, 2, 3)), padding)  # (C, N, Hp, Wp)
-    buf = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
-    for i, j, (rows, cols) in window_slices((kh, kw), stride, dilation, (oh, ow)):
-        buf[:, i, j, ...] = image[:, :, rows, cols]
-    return buf
+    ph, pw = padding
+    n, c, h, w = x.shape
+    batch_last = xp.permute_dims(x, (1, 2, 3, 0))
+    if (ph, pw) == (0, 0) and backend.is_c_contiguous(batch_last):
+        return batch_last
+    image = xp.zeros((c, h + 2 * ph, w + 2 * pw, n), dtype=x.dtype) if ph or pw else xp.empty((c, h, w, n), dtype=x.dtype)
+    image[:, ph:ph + h, pw:pw + w, :] = batch_last
+    return image
 
 
-def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
-    """The exact transpose of :func:`im2col`: scatter an ``(N*OH*OW, C*KH*KW)`` matrix back into
-    an NCHW array of shape ``x_shape``, adding where windows overlap, then cropping the padding.
-    ``<im2col(x), cols> == <x, col2im(cols)>``. Like im2col it loops over the kernel offsets,
-    adding one strided slice per offset (no scatter-add); on NumPy a compiled loop
-    (``xpnn.kernels.cpu_windows``) and on CuPy one kernel launch do the same sums. Fastest when
-    ``cols`` is the transpose of a C-contiguous ``(C*KH*KW, N*OH*OW)`` array, as Conv2d's
-    backward produces it. The result is an NCHW view of a channel-major (C, N, H, W) buffer."""
+def col2im_batch_last(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
+    """The exact transpose of :func:`im2col_batch_last`: sum a ``(C*KH*KW, OH*OW*N)`` matrix back
+    into the image, adding where windows overlap, and return it batch-last, as a (C, H, W, N)
+    array (NCHW through ``permute_dims(image, (3, 0, 1, 2))``). On NumPy a compiled loop
+    (``xpnn.kernels.cpu_windows``) and on CuPy one kernel launch do the same sums as the portable
+    loop over kernel offsets."""
     xp = backend.namespace_of(cols)
     x_shape = tuple(int(d) for d in x_shape)
     (kh, kw), stride, (ph, pw), dilation, (oh, ow) = window_geometry(x_shape, kernel_size, stride, padding, dilation, "col2im")
     n, c, h, w = x_shape
-    if tuple(cols.shape) != (n * oh * ow, c * kh * kw):
-        raise ShapeError(f"col2im: expected cols of shape {(n * oh * ow, c * kh * kw)} for x_shape {x_shape}, got {tuple(cols.shape)}")
-    blocks = xp.reshape(cols.T, (c, kh, kw, n, oh, ow))
+    if tuple(cols.shape) != (c * kh * kw, oh * ow * n):
+        raise ShapeError(f"col2im: expected cols of shape {(c * kh * kw, oh * ow * n)} for x_shape {x_shape}, got {tuple(cols.shape)}")
+    blocks = xp.reshape(cols, (c, kh, kw, oh, ow, n))
+    if backend.is_cupy(xp):
+        from .kernels import windows
+
+        return windows.col2im_image(blocks, x_shape, stride, (ph, pw), dilation)
     if backend.is_numpy(xp):
         from .kernels import cpu_windows
 
-        image = cpu_windows.col2im_image(blocks, x_shape, stride, (ph, pw), dilation)
-    elif backend.is_cupy(xp):
-        from .kernels import windows
-
-        image = windows.col2im_image(blocks, x_shape, stride, (ph, pw), dilation)
+        image = cpu_windows.col2im_image(blocks, (h + 2 * ph, w + 2 * pw), stride, dilation)
     else:
-        image = _col2im_image(blocks, x_shape, stride, (ph, pw), dilation)
-    return xp.permute_dims(image, (1, 0, 2, 3))
+        image = _col2im_image(blocks, (h + 2 * ph, w + 2 * pw), stride, dilation)
+    return image[:, ph:ph + h, pw:pw + w, :]
 
 
-def _col2im_image(blocks, x_shape, stride, padding, dilation):
-    """Portable col2im: add each kernel offset's strided slice back, then crop the padding; returns
-    the channel-major (C, N, H, W) image."""
+def _col2im_image(blocks, padded_size, stride, dilation):
+    """Portable col2im: add each kernel offset's strided slice of the (C, KH, KW, OH, OW, N)
+    window buffer into a zero (C, Hp, Wp, N) image, in kernel-offset order."""
     xp = backend.namespace_of(blocks)
-    c, kh, kw, n, oh, ow = blocks.shape
-    h, w = x_shape[2:]
-    ph, pw = padding
-    image = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=blocks.dtype)
+    c, kh, kw, oh, ow, n = blocks.shape
+    image = xp.zeros((c, *padded_size, n), dtype=blocks.dtype)
     for i, j, (rows, columns) in window_slices((kh, kw), stride, dilation, (oh, ow)):
-        image[:, :, rows, columns] += blocks[:, i, j, ...]
-    return image[:, :, ph:ph + h, pw:pw + w]
+        image[:, rows, columns, :] += blocks[:, i, j, ...]
+    return image

@@ -17,9 +17,9 @@ def _im2col_kernel():
         "T col",
         """
         ptrdiff_t t = i;
+        const int n = t % N; t /= N;
         const int ow = t % OW; t /= OW;
         const int oh = t % OH; t /= OH;
-        const int n = t % N; t /= N;
         const int kw = t % KW; t /= KW;
         const int kh = t % KH;
         const int c = t / KH;
@@ -43,10 +43,10 @@ def _col2im_kernel():
         "T image",
         """
         ptrdiff_t t = i;
+        const int n = t % N; t /= N;
         const int w = t % W; t /= W;
-        const int h = t % H; t /= H;
-        const int n = t % N;
-        const int c = t / N;
+        const int h = t % H;
+        const int c = t / H;
         T total = 0;
         for (int kh = 0; kh < KH; ++kh) {
             const int hh = h + PH - kh * DH;
@@ -54,7 +54,7 @@ def _col2im_kernel():
             for (int kw = 0; kw < KW; ++kw) {
                 const int ww = w + PW - kw * DW;
                 if (ww < 0 || ww % SW != 0 || ww / SW >= OW) continue;
-                const ptrdiff_t index[] = {c, kh, kw, n, hh / SH, ww / SW};
+                const ptrdiff_t index[] = {c, kh, kw, hh / SH, ww / SW, n};
                 total += blocks[index];
             }
         }
@@ -65,18 +65,18 @@ def _col2im_kernel():
 
 
 def im2col_blocks(x, kernel, stride, padding, dilation, output_size):
-    """The (C, KH, KW, N, OH, OW) window buffer of an NCHW ``x`` (any strides) in one launch."""
+    """The (C, KH, KW, OH, OW, N) window buffer of an NCHW ``x`` (any strides) in one launch."""
     n, c, h, w = x.shape
     (kh, kw), (oh, ow) = kernel, output_size
-    blocks = cupy.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    blocks = cupy.empty((c, kh, kw, oh, ow, n), dtype=x.dtype)
     _im2col_kernel()(x, n, c, h, w, oh, ow, kh, kw, *stride, *padding, *dilation, blocks)
     return blocks
 
 
 def col2im_image(blocks, x_shape, stride, padding, dilation):
-    """Sum a (C, KH, KW, N, OH, OW) window buffer back into a channel-major (C, N, H, W) image."""
+    """Sum a (C, KH, KW, OH, OW, N) window buffer back into a batch-last (C, H, W, N) image."""
     n, c, h, w = x_shape
-    _, kh, kw, _, oh, ow = blocks.shape
-    image = cupy.empty((c, n, h, w), dtype=blocks.dtype)
+    _, kh, kw, oh, ow, _ = blocks.shape
+    image = cupy.empty((c, h, w, n), dtype=blocks.dtype)
     _col2im_kernel()(blocks, n, c, h, w, oh, ow, kh, kw, *stride, *padding, *dilation, image)
     return image

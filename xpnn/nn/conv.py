@@ -13,9 +13,10 @@ class Conv2d(Module):
     (h, w) pairs; ``groups`` splits the channels into independent convolutions.
 
     Forward is ``im2col`` and one GEMM per group (a batched matmul over the groups): with the
-    columns as the transpose of a (C*KH*KW, N*OH*OW) buffer, ``W (G, out/G, C/G*KH*KW) @ cols^T``
-    gives (out, N, OH, OW) and one permute (a view) makes it NCHW. Backward is two GEMMs (weight
-    and column gradients) and ``col2im``."""
+    windows as a (C*KH*KW, OH*OW*N) matrix (``functional.im2col_batch_last``),
+    ``W (G, out/G, C/G*KH*KW) @ cols`` gives (out, OH, OW, N) and one permute (a view) makes it
+    NCHW; the next layers keep that batch-last memory order. Backward is two GEMMs (weight and
+    column gradients) and ``col2im``."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, init="he", dtype=None, xp=None, generator=None):
@@ -65,29 +66,30 @@ class Conv2d(Module):
             raise ShapeError(f"{where}: expected input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         oh, ow = F.window_geometry(tuple(x.shape), self.kernel_size, self.stride, self.padding, self.dilation, where)[-1]
         n = x.shape[0]
-        cols_t = F.im2col(x, self.kernel_size, self.stride, self.padding, self.dilation).T  # (C*KH*KW, N*OH*OW)
-        self._cols = xp.reshape(cols_t, (self.groups, -1, n * oh * ow))
+        cols = F.im2col_batch_last(x, self.kernel_size, self.stride, self.padding, self.dilation)
+        self._cols = xp.reshape(cols, (self.groups, -1, oh * ow * n))
         self._x_shape = tuple(x.shape)
-        y = xp.reshape(self._grouped_weight() @ self._cols, (self.out_channels, n, oh, ow))
+        y = xp.reshape(self._grouped_weight() @ self._cols, (self.out_channels, oh, ow, n))
         if self.bias is not None:
             y += xp.reshape(self.bias.data, (self.out_channels, 1, 1, 1))
-        return xp.permute_dims(y, (1, 0, 2, 3))
+        return xp.permute_dims(y, (3, 0, 1, 2))
 
     def backward(self, grad):
         grad_t = self._accumulate_param_grads(grad)
-        grad_cols_t = self.xp.matrix_transpose(self._grouped_weight()) @ grad_t  # (G, C/G*KH*KW, N*OH*OW)
-        grad_cols = self.xp.reshape(grad_cols_t, (-1, grad_cols_t.shape[-1])).T
-        return F.col2im(grad_cols, self._x_shape, self.kernel_size, self.stride, self.padding, self.dilation)
+        grad_cols = self.xp.matrix_transpose(self._grouped_weight()) @ grad_t  # (G, C/G*KH*KW, OH*OW*N)
+        grad_cols = self.xp.reshape(grad_cols, (-1, grad_cols.shape[-1]))
+        image = F.col2im_batch_last(grad_cols, self._x_shape, self.kernel_size, self.stride, self.padding, self.dilation)
+        return self.xp.permute_dims(image, (3, 0, 1, 2))
 
     def backward_params(self, grad):
         """Weight and bias gradients only: a first layer skips the column GEMM and col2im."""
         self._accumulate_param_grads(grad)
 
     def _accumulate_param_grads(self, grad):
-        """Add the weight and bias gradients; return the output gradient as (G, out/G, N*OH*OW)."""
+        """Add the weight and bias gradients; return the output gradient as (G, out/G, OH*OW*N)."""
         xp = self.xp
         g = self.groups
-        grad_t = xp.reshape(xp.permute_dims(grad, (1, 0, 2, 3)), (g, self.out_channels // g, -1))
+        grad_t = xp.reshape(xp.permute_dims(grad, (1, 2, 3, 0)), (g, self.out_channels // g, -1))
         # (cols @ grad^T)^T rather than grad @ cols^T: the same product, about twice as fast with
         # NumPy's OpenBLAS for these long, thin operands.
         grad_w = xp.matrix_transpose(self._cols @ xp.matrix_transpose(grad_t))

@@ -35,6 +35,11 @@ class Linear(Module):
 
     def backward(self, grad):
         self.backward_params(grad)
+        xp = self.xp
+        if self._x.ndim == 2 and not backend.is_c_contiguous(self._x) and backend.is_c_contiguous(self._x.T):
+            # The input is a transposed buffer (a flattened batch-last conv output): give the
+            # gradient the same memory order, at no cost, so the layers below keep theirs.
+            return xp.matrix_transpose(self.weight.data @ xp.matrix_transpose(grad))
         return grad @ self.weight.data.T
 
     def backward_params(self, grad):

@@ -61,8 +61,8 @@ class MaxPool2d(_Pool2d):
 
     Non-overlapping windows that tile the input (stride == kernel, no padding or dilation, H and
     W multiples of the kernel: the common 2x2 pool) are reduced along W, then along H, over views
-    of the input's own memory, so every pass is a long run instead of one short run per image
-    row. Selection is arithmetic (compare, maximum, multiply by a 0/1 mask), never ``where``:
+    of the input's own memory (batch-last after Conv2d), so every pass is a long run instead of
+    one short run per image row. Selection is arithmetic (compare, maximum, multiply by a 0/1 mask), never ``where``:
     NumPy's ``where`` on an unpredictable mask is about 15x slower than a multiply."""
 
     def forward(self, x):
@@ -83,40 +83,54 @@ class MaxPool2d(_Pool2d):
         return self._scatter(xp, _route(xp, grad, self._arg, len(self._slices)), grad.dtype)
 
     def _forward_tiled(self, xp, x):
-        h, w = self._x_shape[2:]
         kh, kw = self.kernel_size
-        self._channel_major = _is_channel_major(x)
-        memory = xp.permute_dims(x, (1, 0, 2, 3)) if self._channel_major else x
-        rows = xp.reshape(memory, (-1, kw))  # one line per kw-wide run of a tile row
-        row_max, self._col_arg = _first_max(xp, [rows[:, j] for j in range(kw)])
-        tiles = xp.reshape(row_max, (-1, kh, w // kw))  # one line per output row
+        self._order = _memory_order(x)
+        memory = xp.permute_dims(x, self._order)
+        h, w, inner = _around_rows(memory.shape, self._order)
+        rows = xp.reshape(memory, (-1, kw, inner))  # one line per kw-wide run of a tile row
+        row_max, self._col_arg = _first_max(xp, [rows[:, j, :] for j in range(kw)])
+        tiles = xp.reshape(row_max, (-1, kh, (w // kw) * inner))  # one line per output row
         best, self._row_arg = _first_max(xp, [tiles[:, i, :] for i in range(kh)])
-        return self._from_memory(xp, best, h // kh, w // kw)
+        return self._from_memory(xp, best, memory.shape, h // kh, w // kw)
 
     def _backward_tiled(self, xp, grad):
-        h, w = self._x_shape[2:]
         kh, kw = self.kernel_size
-        memory = xp.permute_dims(grad, (1, 0, 2, 3)) if self._channel_major else grad
-        out_rows = xp.reshape(memory, (-1, w // kw))
+        memory_shape = tuple(self._x_shape[a] for a in self._order)
+        h, w, inner = _around_rows(memory_shape, self._order)
+        out_rows = xp.reshape(xp.permute_dims(grad, self._order), (-1, (w // kw) * inner))
         tiles = xp.stack(_route(xp, out_rows, self._row_arg, kh), axis=1)
-        rows = xp.stack(_route(xp, xp.reshape(tiles, (-1,)), self._col_arg, kw), axis=1)
-        return self._from_memory(xp, rows, h, w)
+        rows = xp.stack(_route(xp, xp.reshape(tiles, (-1, inner)), self._col_arg, kw), axis=1)
+        return self._from_memory(xp, rows, memory_shape, h, w)
 
-    def _from_memory(self, xp, values, h, w):
-        """NCHW view of ``values`` laid out in the input's memory order."""
-        n, c = self._x_shape[:2]
-        if self._channel_major:
-            return xp.permute_dims(xp.reshape(values, (c, n, h, w)), (1, 0, 2, 3))
-        return xp.reshape(values, (n, c, h, w))
+    def _from_memory(self, xp, values, memory_shape, h, w):
+        """NCHW view of ``values`` laid out in the input's memory order, with H and W set to h, w."""
+        shape = list(memory_shape)
+        shape[self._order.index(2)], shape[self._order.index(3)] = h, w
+        inverse = tuple(self._order.index(axis) for axis in range(4))
+        return xp.permute_dims(xp.reshape(values, tuple(shape)), inverse)
 
     def extra_repr(self):
         return f"kernel_size={self._kernel_size_arg}, stride={self._stride_arg}, padding={self._padding_arg}, dilation={self._dilation_arg}"
 
 
-def _is_channel_major(x):
-    """True when NCHW ``x`` is a view of a C-contiguous (C, N, H, W) buffer, as Conv2d returns."""
-    flags = getattr(x, "flags", None)
-    return flags is not None and not flags.c_contiguous and x.transpose(1, 0, 2, 3).flags.c_contiguous
+# Memory orders the tiled max pool reads in place, as NCHW axis permutations: H directly before W.
+_MEMORY_ORDERS = ((0, 1, 2, 3), (1, 0, 2, 3), (1, 2, 3, 0), (0, 2, 3, 1))  # NCHW, CNHW, CHWN, NHWC
+
+
+def _memory_order(x):
+    """The axis order in which NCHW ``x`` is C-contiguous (batch-last when it comes from Conv2d),
+    among those with H right before W; NCHW when there is none (a reshape then copies)."""
+    xp = backend.namespace_of(x)
+    for order in _MEMORY_ORDERS:
+        if backend.is_c_contiguous(xp.permute_dims(x, order)):
+            return order
+    return _MEMORY_ORDERS[0]
+
+
+def _around_rows(memory_shape, order):
+    """(H, W, inner) of a memory-ordered shape: inner is the product of the axes after W."""
+    at = order.index(2)
+    return memory_shape[at], memory_shape[at + 1], math.prod(memory_shape[at + 2:])
 
 
 def _first_max(xp, values):
