@@ -30,10 +30,14 @@ def block_size(fn, warmup, block_seconds, max_calls=200):
 
 def alternate(tasks, rounds):
     """``tasks``: name -> (fn, calls per block, blocks). Runs the blocks in turn for ``rounds``
-    rounds (a task stops after its own number of blocks); returns name -> seconds per call."""
+    rounds (a task stops after its own number of blocks), each round starting one task later, so
+    no task always follows the same one; returns name -> seconds per call."""
     times = {name: [] for name in tasks}
+    names = list(tasks)
     for r in range(rounds):
-        for name, (fn, calls, blocks) in tasks.items():
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn, calls, blocks = tasks[name]
             if r < blocks:
                 times[name] += per_call(fn, calls)
     return times

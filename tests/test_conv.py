@@ -206,3 +206,16 @@ def test_conv2d_output_is_batch_last_and_chains_through_pooling(rng):
         assert h.transpose(1, 2, 3, 0).flags.c_contiguous, type(layer).__name__
         reference = np.ascontiguousarray(layer(reference))  # the same layer, fed NCHW-contiguous
         np.testing.assert_allclose(h, reference, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("groups, rows, outs, pixels", [(1, 25, 6, 10_000), (2, 9, 4, 70_000), (1, 150, 16, 5_000), (1, 9, 8, 100)])
+def test_weight_gradient_in_pixel_pieces_equals_one_product(rng, groups, rows, outs, pixels):
+    """Thin NumPy weight gradients are summed over pixel pieces (the first two cases); the sum
+    equals the whole product, whatever the number of groups, in float64."""
+    from xpnn.nn.conv import _weight_gradient
+
+    cols = rng.normal(size=(groups, rows, pixels))
+    grad = rng.normal(size=(groups, outs, pixels))
+    got = _weight_gradient(np, cols, grad)
+    assert got.shape == (groups, rows, outs)
+    np.testing.assert_allclose(got, cols @ grad.transpose(0, 2, 1), rtol=1e-12, atol=1e-9)
