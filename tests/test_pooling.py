@@ -132,12 +132,14 @@ def test_maxpool_gradient_goes_to_the_first_maximum(backend):
 
 
 def reference_maxpool_grad(x, kernel, stride, padding, up):
-    """Gradient of max pooling by loops: each window's upstream value goes to its first maximum."""
+    """Gradient of max pooling by loops: each window's upstream value goes to its first maximum, or
+    to its last NaN (PyTorch's rule)."""
     ph, pw = pair(padding)
     sh, sw = pair(kernel if stride is None else stride)
     grad = np.zeros(np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))).shape)
     for b, ch, i, j, window, _ in windows(x, kernel, stride, padding, fill=-np.inf):
-        r, c = np.unravel_index(np.argmax(window), window.shape)
+        nans = np.flatnonzero(np.isnan(window))
+        r, c = np.unravel_index(nans[-1] if nans.size else np.argmax(window), window.shape)
         grad[b, ch, i * sh + r, j * sw + c] += up[b, ch, i, j]
     return grad[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]]
 
@@ -163,6 +165,24 @@ def test_maxpool_tiled_windows_with_ties_match_loops(backend, rng, kernel, order
     np.testing.assert_array_equal(xb.to_numpy(grad), reference_maxpool_grad(x, kernel, None, 0, up))
 
 
+@pytest.mark.parametrize("kernel", [2, 3, (2, 3), (1, 2)])
+def test_maxpool_compiled_tiles_with_ties_and_nan_match_loops(rng, kernel):
+    """A batch-last input with a long batch run takes the compiled NumPy loop: first maximum among
+    ties; NaN as the maximum of its tile, taking the gradient (the last NaN)."""
+    kh, kw = pair(kernel)
+    x = rng.integers(0, 3, size=(20, 2, 2 * kh, 3 * kw)).astype(np.float64)
+    x[3, 1, 0, kw - 1] = np.nan
+    x[3, 1, kh - 1, 0] = np.nan
+    up = rng.normal(size=(20, 2, 2, 3))
+    layer = nn.MaxPool2d(kernel)
+    y = layer(np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2))
+    assert layer._compiled
+    expected = reference_pool(x, kernel, None, 0, np.max)
+    np.testing.assert_array_equal(y, expected)
+    assert np.isnan(y[3, 1, 0, 0])
+    np.testing.assert_array_equal(layer.backward(up), reference_maxpool_grad(x, kernel, None, 0, up))
+
+
 @pytest.mark.parametrize("shape, k, s, p", GRID)
 def test_maxpool_gradient_with_ties_matches_loops(backend, rng, shape, k, s, p):
     x = rng.integers(0, 3, size=shape).astype(np.float64)
@@ -172,12 +192,32 @@ def test_maxpool_gradient_with_ties_matches_loops(backend, rng, shape, k, s, p):
     np.testing.assert_array_equal(xb.to_numpy(layer.backward(backend.asarray(up))), reference_maxpool_grad(x, k, s, p, up))
 
 
-def test_maxpool_propagates_nan(backend):
-    x = np.arange(16.0).reshape(1, 1, 4, 4)
-    x[0, 0, 0, 1] = np.nan
-    for layer in (nn.MaxPool2d(2), nn.MaxPool2d(2, stride=1)):
+def test_maxpool_propagates_nan_and_gives_it_the_gradient(backend, rng):
+    x = np.arange(36.0).reshape(1, 1, 6, 6)
+    x[0, 0, 0, 1] = x[0, 0, 1, 0] = x[0, 0, 2, 3] = np.nan
+    for layer in (nn.MaxPool2d(2), nn.MaxPool2d(3), nn.MaxPool2d(2, stride=1)):
         y = xb.to_numpy(layer(backend.asarray(x)))
         assert np.isnan(y[0, 0, 0, 0]) and not np.isnan(y[0, 0, -1, -1])
+        up = rng.normal(size=y.shape)
+        grad = xb.to_numpy(layer.backward(backend.asarray(up)))
+        k, s = layer.kernel_size[0], layer.stride[0]
+        np.testing.assert_array_equal(grad, reference_maxpool_grad(x, k, s, 0, up))
+
+
+def test_maxpool_nan_gradient_matches_torch(rng):
+    torch = pytest.importorskip("torch")
+    x = rng.integers(0, 3, size=(20, 2, 6, 6)).astype(np.float64)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    for batch_last in (False, True):
+        for k, s in ((2, None), (3, 1)):
+            layer = nn.MaxPool2d(k, s)
+            tx = torch.tensor(x, requires_grad=True)
+            ty = torch.nn.functional.max_pool2d(tx, k, s)
+            up = rng.normal(size=tuple(ty.shape))
+            ty.backward(torch.from_numpy(up))
+            given = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2) if batch_last else x
+            np.testing.assert_array_equal(layer(given), ty.detach().numpy())
+            np.testing.assert_allclose(layer.backward(up), tx.grad.numpy(), rtol=1e-12, atol=1e-15)  # overlaps add in another order
 
 
 def test_maxpool_overlapping_windows_add_gradients(backend):

@@ -31,3 +31,65 @@ def col2im_image(blocks, padded_size, stride, dilation):
     image = np.empty((c, *padded_size, n), dtype=blocks.dtype)
     _col2im(np.ascontiguousarray(blocks), image, *stride, *dilation)
     return image
+
+
+@numba.njit(cache=True)
+def _max_pool_tiles(x, kh, kw, best, arg):
+    outer, oh, ow, inner = best.shape
+    for a in range(outer):
+        for r in range(oh):
+            for q in range(ow):
+                top = best[a, r, q]
+                which = arg[a, r, q]
+                first = x[a, r * kh, q * kw]
+                for n in range(inner):
+                    top[n] = first[n]
+                    which[n] = 0
+                for i in range(kh):
+                    for j in range(kw):
+                        if i + j == 0:
+                            continue
+                        value = x[a, r * kh + i, q * kw + j]
+                        k = i * kw + j
+                        for n in range(inner):
+                            v = value[n]
+                            larger = v > top[n] or v != v  # a NaN wins, the last one, as in PyTorch
+                            top[n] = v if larger else top[n]
+                            which[n] = k if larger else which[n]
+
+
+@numba.njit(cache=True)
+def _max_pool_tiles_backward(grad, arg, kh, kw, out):
+    outer, oh, ow, inner = grad.shape
+    for a in range(outer):
+        for r in range(oh):
+            for q in range(ow):
+                g = grad[a, r, q]
+                which = arg[a, r, q]
+                for i in range(kh):
+                    for j in range(kw):
+                        dst = out[a, r * kh + i, q * kw + j]
+                        k = i * kw + j
+                        for n in range(inner):
+                            dst[n] = g[n] if which[n] == k else 0
+
+
+def max_pool_tiles(x, kernel):
+    """Max over the (kh, kw) tiles of an (A, H, W, I) array (I: the axes after W in memory, the
+    batch when it comes from Conv2d): the (A, H/kh, W/kw, I) maxima and, as uint8, the row-major
+    index in its tile of the first maximum, or of the last NaN when the tile has one (PyTorch's rule)."""
+    a, h, w, inner = x.shape
+    kh, kw = kernel
+    best = np.empty((a, h // kh, w // kw, inner), dtype=x.dtype)
+    arg = np.empty(best.shape, dtype=np.uint8)
+    _max_pool_tiles(np.ascontiguousarray(x), kh, kw, best, arg)
+    return best, arg
+
+
+def max_pool_tiles_backward(grad, arg, kernel):
+    """Each tile's gradient to its first maximum, zeros elsewhere: an (A, H, W, I) array."""
+    a, oh, ow, inner = grad.shape
+    kh, kw = kernel
+    out = np.empty((a, oh * kh, ow * kw, inner), dtype=grad.dtype)
+    _max_pool_tiles_backward(np.ascontiguousarray(grad), arg, kh, kw, out)
+    return out
