@@ -1,7 +1,7 @@
 """Which window layout and which copies make im2col and col2im fastest on NumPy? Times, side by
 side (alternating, median of 40): im2col batch-last as xpnn does it (``F.im2col_batch_last``:
 KH*KW copies of OW*N-long runs), batch-last as one ``as_strided`` view of all windows copied once
-(a NumPy-only candidate: 10-30% faster alone, under 1% of a LeNet step, so xpnn keeps the one
+(a NumPy-only candidate: 10-30% faster alone, about 1% of a LeNet step, so xpnn keeps the one
 portable loop), and batch-first as Chainer lays it out
 (KH*KW copies of OW-long runs; xpnn's layout before); and col2im, batch-last, compiled (Numba)
 against the portable loop. Inputs are laid out as
