@@ -143,3 +143,34 @@ def test_backward_params_gives_the_same_parameter_gradients(backend, rng):
         grads.append([xb.to_numpy(p.grad).copy() for p in model.parameters()])
     for a, b in zip(*grads):
         np.testing.assert_array_equal(a, b)
+
+
+def test_zero_grad_marks_and_the_next_gradient_is_taken_not_added(backend):
+    from xpnn.nn import Parameter
+
+    xp = backend.xp
+    p = Parameter(backend.asarray(np.zeros((2, 3)), np.float32))
+    p.grad[...] = 5.0
+    p.zero_grad()
+    fresh = backend.asarray(np.full((2, 3), 2.0), np.float32)
+    p.accumulate_grad(fresh)
+    if xb.is_numpy(xp):
+        assert p.grad is fresh  # taken as it is: no zero fill, no addition
+    p.accumulate_grad(backend.asarray(np.ones((2, 3)), np.float32))
+    np.testing.assert_array_equal(xb.to_numpy(p.grad), np.full((2, 3), 3.0))
+    p.zero_grad()
+    np.testing.assert_array_equal(xb.to_numpy(p.grad), np.zeros((2, 3)))  # reading fills the zeros
+    p.accumulate_grad(backend.asarray(np.ones((2, 3)), np.float32))
+    np.testing.assert_array_equal(xb.to_numpy(p.grad), np.ones((2, 3)))
+
+
+def test_accumulate_after_zero_grad_copies_what_it_cannot_take(backend):
+    from xpnn.nn import Parameter
+
+    p = Parameter(backend.asarray(np.zeros((2, 3)), np.float32))
+    buffer = p.grad
+    p.zero_grad()
+    transposed = backend.xp.matrix_transpose(backend.asarray(np.arange(6.0).reshape(3, 2), np.float32))
+    p.accumulate_grad(transposed)
+    assert p.grad is buffer
+    np.testing.assert_array_equal(xb.to_numpy(p.grad), np.arange(6.0).reshape(3, 2).T)

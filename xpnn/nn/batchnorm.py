@@ -105,8 +105,8 @@ class _BatchNorm(Module):
         axes, shape = self._axes, self._shape
         x_hat = self._x_hat
         if self.affine:
-            self.weight.grad += xp.reshape(xp.sum(grad * x_hat, axis=axes), (self.num_features,))
-            self.bias.grad += xp.reshape(xp.sum(grad, axis=axes), (self.num_features,))
+            self.weight.accumulate_grad(xp.reshape(xp.sum(grad * x_hat, axis=axes), (self.num_features,)))
+            self.bias.accumulate_grad(xp.reshape(xp.sum(grad, axis=axes), (self.num_features,)))
             grad = grad * xp.reshape(self.weight.data, shape)
         if not self._batch_stats:  # running statistics are constants: an affine map
             return grad * self._inv_std

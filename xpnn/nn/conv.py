@@ -115,9 +115,9 @@ class Conv2d(Module):
         g = self.groups
         grad_t = xp.reshape(xp.permute_dims(grad, (1, 2, 3, 0)), (g, self.out_channels // g, -1))
         grad_w = xp.matrix_transpose(_weight_gradient(xp, self._cols, grad_t))
-        self.weight.grad += xp.reshape(grad_w, self.weight.shape)
+        self.weight.accumulate_grad(xp.reshape(grad_w, self.weight.shape))
         if self.bias is not None:
-            self.bias.grad += xp.sum(xp.reshape(grad_t, (self.out_channels, -1)), axis=1)
+            self.bias.accumulate_grad(xp.sum(xp.reshape(grad_t, (self.out_channels, -1)), axis=1))
         return grad_t
 
     def extra_repr(self):

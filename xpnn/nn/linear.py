@@ -46,9 +46,9 @@ class Linear(Module):
         xp = self.xp
         x2 = xp.reshape(self._x, (-1, self.in_features))
         g2 = xp.reshape(grad, (-1, self.out_features))
-        self.weight.grad += x2.T @ g2
+        self.weight.accumulate_grad(x2.T @ g2)
         if self.bias is not None:
-            self.bias.grad += xp.sum(g2, axis=0)
+            self.bias.accumulate_grad(xp.sum(g2, axis=0))
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

@@ -4,13 +4,46 @@ from .. import backend
 
 
 class Parameter:
-    """Holds ``data`` and a same-shaped ``grad`` (zeros until a backward pass adds to it in place)."""
+    """Holds ``data`` and a same-shaped ``grad`` (zeros until a backward pass adds to it).
 
-    __slots__ = ("data", "grad")
+    ``zero_grad`` only marks the gradient as zero; the next ``accumulate_grad`` then takes its
+    array as the gradient instead of adding it to a zero-filled buffer (PyTorch gets the same
+    saving from ``set_to_none``), so a step neither fills nor re-reads the gradients. Reading
+    ``grad`` while it is marked zero fills it with zeros first, so it always reads as expected."""
+
+    __slots__ = ("data", "_grad", "_grad_is_zero")
 
     def __init__(self, data):
         self.data = data
-        self.grad = backend.namespace_of(data).zeros_like(data)
+        self._grad = backend.namespace_of(data).zeros_like(data)
+        self._grad_is_zero = False
+
+    @property
+    def grad(self):
+        if self._grad_is_zero:
+            self._grad[...] = 0
+            self._grad_is_zero = False
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        self._grad = value
+        self._grad_is_zero = False
+
+    def accumulate_grad(self, value):
+        """Add ``value`` (a new array of the gradient's shape that no one else holds: a layer's
+        freshly computed product or sum) to the gradient. Right after ``zero_grad`` it becomes
+        the gradient itself when it is a C-contiguous array of the same type and dtype, and is
+        copied into the gradient's buffer otherwise."""
+        if not self._grad_is_zero:
+            self._grad += value
+            return
+        old = self._grad
+        if type(value) is type(old) and value.dtype == old.dtype and tuple(value.shape) == tuple(old.shape) and backend.is_c_contiguous(value):
+            self._grad = value
+        else:
+            old[...] = value
+        self._grad_is_zero = False
 
     @property
     def shape(self):
@@ -28,8 +61,8 @@ class Parameter:
         return n
 
     def zero_grad(self):
-        """Reset the gradient to zero in place, keeping the same buffer."""
-        self.grad[...] = 0
+        """Mark the gradient as zero (filled lazily, see the class docstring)."""
+        self._grad_is_zero = True
 
     def __repr__(self):
         return f"Parameter(shape={self.shape}, dtype={backend.dtype_name(self.dtype)})"
