@@ -55,6 +55,31 @@ def test_rectifiers_are_exact_at_the_extremes(backend, make, slope):
     np.testing.assert_array_equal(grad[:7], np.where(x[:7] > 0, 3.0, 3.0 * np.float32(slope)).astype(np.float32))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["C", "batch-last", "strided", "float16"])
+def test_relu_compiled_pass_equals_the_ufuncs(rng, dtype, layout):
+    """On NumPy ReLU makes its output and mask in one compiled pass over gap-free inputs, keeping
+    their memory order; strided slices and float16 take the ufuncs. Same values either way."""
+    from xpnn.kernels import cpu_elementwise
+
+    x = rng.normal(size=(5, 3, 4, 6)).astype(dtype)
+    x.reshape(-1)[:6] = [np.nan, -np.inf, np.inf, -0.0, 0.0, -1e-30]
+    if layout == "batch-last":
+        x = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+    elif layout == "strided":
+        x = x[:, :, ::2]
+    elif layout == "float16":
+        x = x.astype(np.float16)
+    assert (cpu_elementwise.relu(x) is None) == (layout in ("strided", "float16"))
+    layer = nn.ReLU()
+    y = layer(x)
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    np.testing.assert_array_equal(layer._mask, (x > 0).astype(x.dtype))
+    if layout == "batch-last":
+        assert y.transpose(1, 2, 3, 0).flags.c_contiguous and layer._mask.transpose(1, 2, 3, 0).flags.c_contiguous
+    np.testing.assert_array_equal(layer.backward(np.ones_like(x)), (x > 0).astype(x.dtype))
+
+
 def test_gelu_matches_exact_erf(backend):
     from math import erf, sqrt
 
