@@ -8,8 +8,8 @@ from .parameter import Parameter
 
 
 # Sum the NumPy weight gradient over pieces of this many (window rows x output channels x pixels)
-# multiply-adds: OpenBLAS runs such small products 3-4x faster per element than one long, thin
-# product (LeNet's first layer, 25 x 6 outputs over 100k pixels: 1.24 ms whole, 0.45 ms in
+# multiply-adds: OpenBLAS runs such small products 2.5-4x faster per element than one long, thin
+# product (LeNet's first layer, 25 x 6 outputs over 100k pixels: 1.34 ms whole, 0.48 ms in
 # 4096-pixel pieces; bench/weight_gradient.py).
 _WEIGHT_GRADIENT_PIECE = 1 << 20
 
