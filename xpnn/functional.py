@@ -206,9 +206,10 @@ def im2col_batch_last(x, kernel_size, stride=1, padding=0, dilation=1):
     Why the batch last: the zero-padded image is laid out (C, Hp, Wp, N), so each kernel offset's
     windows are one strided slice whose inner runs are OW*N elements long, and the KH*KW copies
     that fill the buffer move long runs (with the batch first, as in Chainer, they move runs of OW
-    elements: 3-5x slower on LeNet's layers). The pooling and activation layers that follow work
-    in whatever memory order they are given, so the layout carries through the network. On CuPy
-    one kernel launch fills the buffer instead (``xpnn.kernels.windows``)."""
+    elements: 5x slower on LeNet's second layer, 1.1-1.5x on its first; ``bench/im2col_paths.py``).
+    The pooling and activation layers that follow work in whatever memory order they are given,
+    so the layout carries through the network. On CuPy one kernel launch fills the buffer instead
+    (``xpnn.kernels.windows``)."""
     xp = backend.namespace_of(x)
     (kh, kw), stride, padding, dilation, (oh, ow) = window_geometry(tuple(x.shape), kernel_size, stride, padding, dilation, "im2col")
     n, c = x.shape[:2]

@@ -63,8 +63,9 @@ class MaxPool2d(_Pool2d):
     W multiples of the kernel: the common 2x2 pool) are reduced along W, then along H, over views
     of the input's own memory (batch-last after Conv2d), so every pass is a long run instead of
     one short run per image row; on NumPy, when those runs are long, a compiled loop does both
-    reductions in one pass (``xpnn.kernels.cpu_windows``). Selection is arithmetic (compare, maximum, multiply by a 0/1 mask), never ``where``:
-    NumPy's ``where`` on an unpredictable mask is about 15x slower than a multiply."""
+    reductions in one pass (``xpnn.kernels.cpu_windows``). Selection is arithmetic (compare,
+    maximum, multiply by a 0/1 mask), never ``where``: NumPy's ``where`` on an unpredictable mask
+    is about 15x slower than a multiply."""
 
     def forward(self, x):
         xp = self._windows(x)
