@@ -41,7 +41,7 @@ def batch_first(x, k, p):
 
 def strided(x, k, p):
     """The batch-last buffer as one as_strided view of the padded (C, Hp, Wp, N) image, copied once."""
-    image = F._padded_batch_last(x, (p, p))
+    image = F.padded_batch_last(x, (p, p))
     c, hp, wp, n = image.shape
     oh, ow = hp - k + 1, wp - k + 1
     s_c, s_h, s_w, s_n = image.strides

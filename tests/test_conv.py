@@ -219,3 +219,33 @@ def test_weight_gradient_in_pixel_pieces_equals_one_product(rng, groups, rows, o
     got = _weight_gradient(np, cols, grad)
     assert got.shape == (groups, rows, outs)
     np.testing.assert_allclose(got, cols @ grad.transpose(0, 2, 1), rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("shape, out, k, s, p, d, g", GRID + [((3, 2, 11, 9), 3, 3, 1, 1, 1, 1)])
+@pytest.mark.parametrize("piece_bytes", [1, 8000])
+def test_conv2d_in_row_pieces_equals_one_window_matrix(monkeypatch, rng, shape, out, k, s, p, d, g, piece_bytes):
+    """On NumPy, a Conv2d with few outputs unfolds its windows a few output rows at a time (one
+    row per piece with ``piece_bytes`` = 1; several rows, the last piece shorter, with 8000 on the
+    last shape): forward, input and parameter gradients equal those of one whole window matrix."""
+    from xpnn.nn import conv
+
+    x = rng.normal(size=shape)
+    layer = _conv(shape, out, k, s, p, d, g, dtype=np.float64)
+    layer.bias.data = rng.normal(size=out)
+    grad = rng.normal(size=layer(x).shape)
+    results = {}
+    for name, max_outputs in (("whole", 0), ("pieces", out)):
+        monkeypatch.setattr(conv, "_STREAMED_MAX_OUTPUTS", max_outputs)
+        monkeypatch.setattr(conv, "_PIECE_BYTES", piece_bytes)
+        layer.zero_grad()
+        y = layer(x)
+        results[name] = (y.copy(), layer.backward(grad).copy(), layer.weight.grad.copy(), layer.bias.grad.copy())
+        pieces = [stop - start for start, stop, _ in layer._window_pieces()]
+        assert sum(pieces) == y.size // out
+        if name == "whole":
+            assert len(pieces) == 1
+        elif piece_bytes == 1:
+            assert len(pieces) == y.shape[2]  # one output row each
+    for whole, pieces in zip(*results.values()):
+        np.testing.assert_allclose(pieces, whole, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(results["pieces"][0], reference_conv2d(x, layer.weight.data, layer.bias.data, s, p, d, g), rtol=1e-12, atol=1e-12)

@@ -115,8 +115,8 @@ def test_col2im_batch_last_is_the_adjoint_of_im2col_batch_last(backend, rng, sha
 def test_im2col_batch_last_reads_a_batch_last_input_in_place(rng):
     # A conv output feeding the next conv without padding is used as it is, not copied first.
     x = np.ascontiguousarray(rng.normal(size=(3, 5, 5, 2))).transpose(3, 0, 1, 2)
-    assert F._padded_batch_last(x, (0, 0)).base is x.base
-    assert F._padded_batch_last(np.ascontiguousarray(x), (0, 0)).flags["C_CONTIGUOUS"]
+    assert F.padded_batch_last(x, (0, 0)).base is x.base
+    assert F.padded_batch_last(np.ascontiguousarray(x), (0, 0)).flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(F.im2col_batch_last(x, 3), F.im2col_batch_last(np.ascontiguousarray(x), 3))
 
 

@@ -218,14 +218,29 @@ def im2col_batch_last(x, kernel_size, stride=1, padding=0, dilation=1):
 
         buf = windows.im2col_blocks(x, (kh, kw), stride, padding, dilation, (oh, ow))
     else:
-        image = _padded_batch_last(x, padding)
         buf = xp.empty((c, kh, kw, oh, ow, n), dtype=x.dtype)
-        for i, j, (rows, cols) in window_slices((kh, kw), stride, dilation, (oh, ow)):
-            buf[:, i, j, ...] = image[:, rows, cols, :]
+        im2col_rows(padded_batch_last(x, padding), (kh, kw), stride, dilation, (0, oh), ow, buf)
     return xp.reshape(buf, (c * kh * kw, oh * ow * n))
 
 
-def _padded_batch_last(x, padding):
+def im2col_rows(image, kernel_size, stride, dilation, rows, out_width, out):
+    """Fill ``out`` (C, KH, KW, R, OW, N) with the windows of output rows ``rows`` = (start, stop)
+    of a padded batch-last image (C, Hp, Wp, N), as in :func:`im2col_batch_last`: one strided copy
+    per kernel offset. Conv2d unfolds a NumPy image a few rows at a time this way, so the window
+    matrix stays in cache. Returns ``out``."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
+    start, stop = rows
+    if backend.is_numpy(backend.namespace_of(image)) and backend.is_c_contiguous(image) and backend.is_c_contiguous(out):
+        from .kernels import cpu_windows
+
+        return cpu_windows.im2col_rows(image, out, start, stride, dilation)
+    for i, j, (window_rows, window_cols) in window_slices((kh, kw), (sh, sw), (dh, dw), (stop - start, out_width)):
+        first = start * sh + window_rows.start
+        out[:, i, j, ...] = image[:, first:first + window_rows.stop - window_rows.start:sh, window_cols, :]
+    return out
+
+
+def padded_batch_last(x, padding):
     """NCHW ``x`` as a zero-padded, C-contiguous (C, Hp, Wp, N) image; a view of ``x`` when it
     already is one (a batch-last layer output, no padding)."""
     xp = backend.namespace_of(x)
