@@ -1,11 +1,12 @@
 """Which window layout and which copies make im2col and col2im fastest on NumPy? Times, side by
 side (alternating, median of 40): im2col batch-last as xpnn does it (``F.im2col_batch_last``:
-KH*KW copies of OW*N-long runs), batch-last as one ``as_strided`` view of all windows copied once
-(a NumPy-only candidate: 10-30% faster alone, about 1% of a LeNet step, so xpnn keeps the one
-portable loop), and batch-first as Chainer lays it out
+one compiled pass), the same by the portable loop (KH*KW strided copies of OW*N-long runs), by
+one ``as_strided`` view of all windows copied once, and batch-first as Chainer lays it out
 (KH*KW copies of OW-long runs; xpnn's layout before); and col2im, batch-last, compiled (Numba)
-against the portable loop. Inputs are laid out as
-the layer would receive them: NCHW data for a first layer, a batch-last conv output after it.
+against the portable loop. Inputs are laid out as the layer would receive them: NCHW data for a
+first layer, a batch-last conv output after it. Beware: each task runs after the same neighbour
+in every round, and ones that follow a large allocation were measured up to 2x faster than the
+same code elsewhere in the list, so trust whole-step comparisons over these.
 Run from the repository root: ``python bench/im2col_paths.py``."""
 
 import json
@@ -39,6 +40,15 @@ def batch_first(x, k, p):
     return buf.reshape(c * k * k, -1)
 
 
+def portable(x, k, p):
+    """The batch-last buffer by the portable loop: one strided copy per kernel offset."""
+    image = F.padded_batch_last(x, (p, p))
+    c, hp, wp, n = image.shape
+    oh, ow = hp - k + 1, wp - k + 1
+    out = np.empty((c, k, k, oh, ow, n), dtype=x.dtype)
+    return F._im2col_rows_portable(image, (k, k), (1, 1), (1, 1), (0, oh), ow, out).reshape(c * k * k, -1)
+
+
 def strided(x, k, p):
     """The batch-last buffer as one as_strided view of the padded (C, Hp, Wp, N) image, copied once."""
     image = F.padded_batch_last(x, (p, p))
@@ -58,10 +68,12 @@ def main():
             x = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
         cols = F.im2col_batch_last(x, k, padding=p)
         np.testing.assert_array_equal(strided(x, k, p), cols)
+        np.testing.assert_array_equal(portable(x, k, p), cols)
         padded = tuple(s + 2 * p for s in shape[2:])
         blocks = cols.reshape(shape[1], k, k, padded[0] - k + 1, padded[1] - k + 1, shape[0])
         tasks = {
             "batch_last": lambda: F.im2col_batch_last(x, k, padding=p),
+            "portable": lambda: portable(x, k, p),
             "as_strided": lambda: strided(x, k, p),
             "batch_first": lambda: batch_first(x, k, p),
             "col2im_compiled": lambda: F.col2im_batch_last(cols, shape, k, padding=p),
@@ -72,7 +84,8 @@ def main():
         times = alternate({name: (fn, 5, 8) for name, fn in tasks.items()}, 8)
         ms = {name: median(t) * 1e3 for name, t in times.items()}
         rows.append({"shape": shape, "kernel": k, "padding": p, "input": layout, **{f"{n}_ms": v for n, v in ms.items()}})
-        print(f"{shape!s:18} k={k} p={p} {layout:10}: im2col batch-last {ms['batch_last']:5.2f} ms, as_strided "
+        print(f"{shape!s:18} k={k} p={p} {layout:10}: im2col batch-last {ms['batch_last']:5.2f} ms, portable "
+              f"{ms['portable']:5.2f}, as_strided "
               f"{ms['as_strided']:5.2f}, batch-first {ms['batch_first']:5.2f}; col2im compiled {ms['col2im_compiled']:5.2f}, "
               f"portable {ms['col2im_portable']:5.2f}")
     out = Path(__file__).resolve().parent / "results" / "im2col_paths.json"

@@ -76,6 +76,20 @@ def test_numba_col2im_equals_portable_col2im_bit_for_bit(rng, shape, k, s, p, d,
     np.testing.assert_array_equal(fast, slow)
 
 
+@pytest.mark.parametrize("shape, k, s, p, d", GEOMETRIES)
+def test_compiled_im2col_rows_equals_the_portable_copies_for_every_row_range(rng, shape, k, s, p, d):
+    from xpnn.kernels import cpu_windows
+
+    (kh, kw), stride, padding, dilation, (oh, ow) = F.window_geometry(shape, k, s, p, d)
+    n, c = shape[:2]
+    image = F.padded_batch_last(rng.normal(size=shape), padding)
+    for start in range(oh):
+        for stop in range(start + 1, oh + 1):
+            fast = cpu_windows.im2col_rows(image, np.empty((c, kh, kw, stop - start, ow, n)), start, stride, dilation)
+            slow = F._im2col_rows_portable(image, (kh, kw), stride, dilation, (start, stop), ow, np.empty_like(fast))
+            np.testing.assert_array_equal(fast, slow)
+
+
 def test_col2im_adds_overlapping_windows(backend):
     # Each input pixel receives one 1 per window covering it: the coverage count.
     ones = F.col2im(backend.asarray(np.ones((9, 9))), (1, 1, 5, 5), 3)

@@ -204,12 +204,11 @@ def im2col_batch_last(x, kernel_size, stride=1, padding=0, dilation=1):
     (out, OH, OW, N) result is NCHW through one permute (a view).
 
     Why the batch last: the zero-padded image is laid out (C, Hp, Wp, N), so each kernel offset's
-    windows are one strided slice whose inner runs are OW*N elements long, and the KH*KW copies
-    that fill the buffer move long runs (with the batch first, as in Chainer, they move runs of OW
-    elements: 5x slower on LeNet's second layer, 1.1-1.5x on its first; ``bench/im2col_paths.py``).
-    The pooling and activation layers that follow work in whatever memory order they are given,
-    so the layout carries through the network. On CuPy one kernel launch fills the buffer instead
-    (``xpnn.kernels.windows``)."""
+    windows are one strided slice whose inner runs are OW*N elements long, and the copies that fill
+    the buffer move long runs (with the batch first, as in Chainer, they move runs of OW elements;
+    ``bench/im2col_paths.py`` compares them). The pooling and activation layers that follow work
+    in whatever memory order they are given, so the layout carries through the network. The copies
+    are :func:`im2col_rows`; on CuPy one kernel launch fills the buffer (``xpnn.kernels.windows``)."""
     xp = backend.namespace_of(x)
     (kh, kw), stride, padding, dilation, (oh, ow) = window_geometry(tuple(x.shape), kernel_size, stride, padding, dilation, "im2col")
     n, c = x.shape[:2]
@@ -225,18 +224,23 @@ def im2col_batch_last(x, kernel_size, stride=1, padding=0, dilation=1):
 
 def im2col_rows(image, kernel_size, stride, dilation, rows, out_width, out):
     """Fill ``out`` (C, KH, KW, R, OW, N) with the windows of output rows ``rows`` = (start, stop)
-    of a padded batch-last image (C, Hp, Wp, N), as in :func:`im2col_batch_last`: one strided copy
-    per kernel offset. Conv2d unfolds a NumPy image a few rows at a time this way, so the window
-    matrix stays in cache. Returns ``out``."""
-    (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
-    start, stop = rows
+    of a padded batch-last image (C, Hp, Wp, N), as in :func:`im2col_batch_last`. On NumPy one
+    compiled pass (``xpnn.kernels.cpu_windows``): Conv2d's pieces of a few rows cannot afford a
+    NumPy call per kernel offset, and on a whole LeNet step it is 6% faster than those calls
+    (7.4 vs 7.8 ms at batch 128, measured in alternation); elsewhere one strided copy per kernel
+    offset. Returns ``out``."""
     if backend.is_numpy(backend.namespace_of(image)) and backend.is_c_contiguous(image) and backend.is_c_contiguous(out):
         from .kernels import cpu_windows
 
-        return cpu_windows.im2col_rows(image, out, start, stride, dilation)
-    for i, j, (window_rows, window_cols) in window_slices((kh, kw), (sh, sw), (dh, dw), (stop - start, out_width)):
-        first = start * sh + window_rows.start
-        out[:, i, j, ...] = image[:, first:first + window_rows.stop - window_rows.start:sh, window_cols, :]
+        return cpu_windows.im2col_rows(image, out, rows[0], stride, dilation)
+    return _im2col_rows_portable(image, kernel_size, stride, dilation, rows, out_width, out)
+
+
+def _im2col_rows_portable(image, kernel_size, stride, dilation, rows, out_width, out):
+    start, stop = rows
+    for i, j, (window_rows, window_cols) in window_slices(kernel_size, stride, dilation, (stop - start, out_width)):
+        first = start * stride[0] + window_rows.start
+        out[:, i, j, ...] = image[:, first:first + window_rows.stop - window_rows.start:stride[0], window_cols, :]
     return out
 
 
