@@ -183,3 +183,33 @@ def test_cross_entropy_gradient_has_no_subnormal_numbers(backend):
     grad = np.abs(xb.to_numpy(loss_fn.backward()))
     tiny = np.finfo(np.float32).smallest_normal
     assert not np.any((grad > 0) & (grad < tiny))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_compiled_cross_entropy_equals_the_one_hot_formula(rng, dtype, reduction):
+    """On NumPy, integer labels take one compiled pass per direction (xpnn.kernels.cpu_losses); it
+    agrees with the portable formula (the same loss fed one-hot rows) to the latter's float32
+    rounding of logits - logsumexp, with and without an upstream gradient, on transposed logits too."""
+    z = (rng.normal(size=(10, 37)) * 30).astype(dtype)
+    y = rng.integers(0, 10, size=37)
+    upstream = rng.normal(size=37).astype(dtype) if reduction == "none" else dtype(0.5)
+    fused, portable = nn.CrossEntropyLoss(reduction=reduction), nn.CrossEntropyLoss(reduction=reduction)
+    for logits in (z.T, np.ascontiguousarray(z.T)):
+        a, b = fused(logits, y), portable(logits, np.eye(10, dtype=dtype)[y])
+        assert fused._probs is not None and portable._probs is None
+        tol = 4 * float(np.spacing(np.abs(z).max()))  # the portable log-softmax's rounding at |z|
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+        for grad in (None, upstream):
+            ga, gb = fused.backward(grad), portable.backward(grad)
+            assert ga.dtype == gb.dtype == dtype
+            np.testing.assert_allclose(ga, gb, rtol=tol, atol=tol)
+
+
+def test_cross_entropy_nan_logit_makes_its_row_nan(backend):
+    z = backend.asarray(np.array([[0.0, np.nan, 1.0], [0.0, 1.0, 2.0]]), np.float32)
+    loss_fn = nn.CrossEntropyLoss(reduction="none")
+    loss = xb.to_numpy(loss_fn(z, backend.asarray(np.array([0, 2]))))
+    grad = xb.to_numpy(loss_fn.backward())
+    assert np.isnan(loss[0]) and np.all(np.isnan(grad[0]))
+    assert np.isfinite(loss[1]) and np.all(np.isfinite(grad[1]))

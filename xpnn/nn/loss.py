@@ -77,13 +77,21 @@ class CrossEntropyLoss(_Loss):
         if not 0 <= label_smoothing <= 1:
             raise ValueError(f"CrossEntropyLoss: expected label_smoothing in [0, 1], got {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
+        self._probs = None
 
     def forward(self, input, target):
         xp = backend.namespace_of(input)
         if backend.dtype_name(input.dtype) not in backend.FLOAT_DTYPES:
             raise DTypeError(f"CrossEntropyLoss: expected floating logits, got {backend.dtype_name(input.dtype)}")
+        self._probs = None
         if hasattr(target, "dtype") and _is_integer(target):
             _check_labels("CrossEntropyLoss", xp, input, target)
+            if not self.label_smoothing and backend.is_numpy(xp) and input.dtype in (xp.float32, xp.float64):
+                from ..kernels import cpu_losses
+
+                losses, self._probs = cpu_losses.softmax_cross_entropy(xp.ascontiguousarray(input), target)
+                self._labels, self._count = target, input.shape[0]
+                return self._reduce(xp, losses, self._count)
             dist = F.one_hot(target, input.shape[1], input.dtype)
         else:
             if input.ndim != 2:
@@ -99,6 +107,11 @@ class CrossEntropyLoss(_Loss):
         return self._reduce(xp, -xp.sum(dist * logp, axis=1), self._count)
 
     def backward(self, grad=None):
+        up = self._upstream(grad, self._count)
+        if self._probs is not None:  # integer labels on NumPy: one compiled pass each way
+            from ..kernels import cpu_losses
+
+            return cpu_losses.softmax_cross_entropy_backward(self._probs, self._labels, up)
         xp = backend.namespace_of(self._logp)
         mass = xp.sum(self._dist, axis=1, keepdims=True)
         # Probabilities below the smallest normal float are flushed to zero: a confident model
@@ -106,7 +119,6 @@ class CrossEntropyLoss(_Loss):
         p = xp.exp(self._logp)
         p = xp.where(p < xp.finfo(p.dtype).smallest_normal, 0.0, p)
         g = p * mass - self._dist
-        up = self._upstream(grad, self._count)
         return g * (up[:, None] if self.reduction == "none" and grad is not None else up)
 
     def extra_repr(self):
