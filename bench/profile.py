@@ -30,17 +30,24 @@ def parse_args(argv):
 
 
 class PhaseClock:
-    """Seconds spent in named phases, summed over the run."""
+    """Seconds spent in named phases, summed over the run; a phase entered again from inside
+    itself (Linear.backward calls its own backward_params) is counted once."""
 
     def __init__(self):
         self.seconds = defaultdict(float)
+        self.active = set()
 
     def wrap(self, name, fn):
         def timed(*args):
+            if name in self.active:
+                return fn(*args)
+            self.active.add(name)
             start = time.perf_counter()
-            out = fn(*args)
-            self.seconds[name] += time.perf_counter() - start
-            return out
+            try:
+                return fn(*args)
+            finally:
+                self.seconds[name] += time.perf_counter() - start
+                self.active.discard(name)
         return timed
 
 
