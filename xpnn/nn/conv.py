@@ -134,7 +134,7 @@ class Conv2d(Module):
             yield 0, self._cols.shape[-1], self._cols
             return
         xp = self.xp
-        c, h, w, n = self._image.shape
+        c, n = self._image.shape[0], self._image.shape[-1]
         (oh, ow), (kh, kw) = self._out_size, self.kernel_size
         rows_per_piece = max(1, _PIECE_BYTES // (c * kh * kw * ow * n * self._image.itemsize))
         buffer = xp.empty(c * kh * kw * min(rows_per_piece, oh) * ow * n, dtype=self._image.dtype)
