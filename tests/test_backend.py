@@ -34,7 +34,7 @@ def test_cuda_without_cupy_says_how_to_install(spec):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("tpu", "expected a device 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
+    ("tpu", "expected a device 'cpu', 'cuda', 'cuda:N' or 'array_api_strict\\[:NAME\\]', got 'tpu'"),
     ("cuda:x", "expected a device like 'cuda:0', got 'cuda:x'"),
     (3.5, "expected a device string, an array namespace or an array, got float"),
 ])

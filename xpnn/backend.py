@@ -64,9 +64,9 @@ def _parse_device(spec):
         if not index.isdigit():
             raise BackendUnavailableError(f"expected a device like 'cuda:0', got {spec!r}")
         return _cuda_namespace(int(index))
-    if name in ("array_api_strict", "strict"):
+    if name in ("array_api_strict", "strict") or name.startswith("array_api_strict:"):
         return _strict_namespace()
-    raise BackendUnavailableError(f"expected a device 'cpu', 'cuda' or 'cuda:N', got {spec!r}")
+    raise BackendUnavailableError(f"expected a device 'cpu', 'cuda', 'cuda:N' or 'array_api_strict[:NAME]', got {spec!r}")
 
 
 def resolve(spec=None):
@@ -83,10 +83,34 @@ def resolve(spec=None):
         return _cuda_namespace(None)
     if name is not None and hasattr(spec, "asarray") and hasattr(spec, "float32"):
         return spec
+    if _is_strict_device(spec):
+        return _strict_namespace()
     try:
         return array_api_compat.array_namespace(spec)
     except TypeError as exc:
         raise BackendUnavailableError(f"expected a device string, an array namespace or an array, got {type(spec).__name__}") from exc
+
+
+def resolve_device(spec=None):
+    """The device object that ``spec`` names within its namespace, for ``device=`` of the creation
+    functions: an array's device, an array_api_strict device ("array_api_strict:device1" or a
+    ``Device``), or None for the namespace's default (NumPy's CPU, CuPy's current GPU)."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        name = spec.strip()
+        if name.lower().startswith("array_api_strict:"):
+            return _strict_namespace().Device(name.split(":", 1)[1])
+        return None
+    if _is_strict_device(spec):
+        return spec
+    if array_api_compat.is_array_api_obj(spec) and not isinstance(spec, np.ndarray):
+        return device_of(spec)
+    return None
+
+
+def _is_strict_device(spec):
+    return type(spec).__name__ == "Device" and type(spec).__module__.startswith("array_api_strict")
 
 
 def namespace_of(*arrays):
@@ -114,6 +138,23 @@ def is_cupy(xp):
 
 def is_strict(xp):
     return xp.__name__ == "array_api_strict"
+
+
+def fast_path(xp):
+    """Which kind of compiled kernel an operation may use on ``xp``: "numba" (NumPy),
+    "cuda" (CuPy) or "portable" (any other namespace: the Array API code only). The doors in
+    ``xpnn.ops`` ask this, and nothing else in the package does."""
+    if is_numpy(xp):
+        return "numba"
+    if is_cupy(xp):
+        return "cuda"
+    return "portable"
+
+
+def device_of(x):
+    """The device an array lives on, to create new arrays beside it (``device=`` of the
+    creation functions)."""
+    return array_api_compat.device(x)
 
 
 def device_name(xp):
@@ -165,8 +206,9 @@ def resolve_dtype(dtype, xp, where="dtype"):
     return getattr(xp, name)
 
 
-def check_array(x, xp, where, dtype=None):
-    """Raise a clear error unless ``x`` is an array of ``xp`` (and of ``dtype`` when given)."""
+def check_array(x, xp, where, dtype=None, device=None):
+    """Raise a clear error unless ``x`` is an array of ``xp`` (and of ``dtype``, and on
+    ``device``, when given)."""
     if type(x) is not array_type(xp):
         if not hasattr(x, "shape"):
             raise DeviceError(f"{where}: expected an array on {device_name(xp)}, got {type(x).__name__}")
@@ -175,6 +217,8 @@ def check_array(x, xp, where, dtype=None):
         )
     if dtype is not None and x.dtype != dtype:
         raise DTypeError(f"{where}: expected dtype {dtype_name(dtype)}, got {dtype_name(x.dtype)}")
+    if device is not None and device_of(x) != device:
+        raise DeviceError(f"{where}: expected an array on {device}, got one on {device_of(x)}; move it with xpnn.backend.asarray(x, xp, device=...) or model.to(...)")
 
 
 def is_c_contiguous(x):
@@ -183,6 +227,26 @@ def is_c_contiguous(x):
     correctness."""
     flags = getattr(x, "flags", None)
     return bool(flags is not None and flags.c_contiguous)
+
+
+def flat_in_memory_order(a):
+    """A 1-D view of all of ``a``'s elements in memory order when ``a`` fills its memory without
+    gaps in some axis order (C, batch-last, any permutation), else None. NumPy and CuPy arrays
+    only (it reads strides)."""
+    strides = getattr(a, "strides", None)
+    if strides is None:
+        return None
+    order = sorted(range(a.ndim), key=lambda axis: -strides[axis])
+    in_order = a.transpose(order)
+    return in_order.reshape(-1) if in_order.flags.c_contiguous else None
+
+
+def c_contiguous(x):
+    """``x`` itself when it is C-contiguous, else a C-contiguous copy (a compiled kernel's input)."""
+    if is_c_contiguous(x):
+        return x
+    xp = namespace_of(x)
+    return xp.reshape(xp.reshape(x, (-1,)), tuple(x.shape))
 
 
 def to_numpy(x):
@@ -194,10 +258,13 @@ def to_numpy(x):
     return np.asarray(x)
 
 
-def asarray(x, xp, dtype=None):
-    """``x`` (host data or any backend's array) as an array of ``xp``, copying across devices only."""
+def asarray(x, xp, dtype=None, device=None):
+    """``x`` (host data or any backend's array) as an array of ``xp`` (on ``device`` when given,
+    else the namespace's default device for new data), copying across devices only."""
     if type(x) is not array_type(xp):
-        x = xp.asarray(to_numpy(x) if hasattr(x, "shape") else np.asarray(x))
+        x = xp.asarray(to_numpy(x) if hasattr(x, "shape") else np.asarray(x), device=device)
+    elif device is not None and device_of(x) != device:
+        x = x.to_device(device)
     if dtype is not None and x.dtype != dtype:
         x = xp.astype(x, dtype)
     return x
@@ -211,7 +278,7 @@ def synchronize(xp):
         cupy.cuda.get_current_stream().synchronize()
 
 
-def uniform(shape, xp, dtype, generator):
+def uniform(shape, xp, dtype, generator, device=None):
     """Uniform [0, 1) samples on ``xp``'s device; NumPy and array_api_strict draw from the host
     ``generator`` directly, CuPy from a device generator seeded once from it (no transfer per call)."""
     if is_cupy(xp):
@@ -223,7 +290,12 @@ def uniform(shape, xp, dtype, generator):
             _device_generators[generator] = device_rng
         return device_rng.random(shape, dtype=dtype_name(dtype))
     sample = generator.random(shape, dtype=np.dtype(dtype_name(dtype)) if dtype_name(dtype) != "float16" else np.float32)
-    return asarray(sample, xp, dtype)
+    return asarray(sample, xp, dtype, device)
+
+
+def same_place(a, b):
+    """Whether arrays ``a`` and ``b`` have the same type and live on the same device."""
+    return type(a) is type(b) and (isinstance(a, np.ndarray) or device_of(a) == device_of(b))
 
 
 def available():

@@ -1,31 +1,28 @@
 """Elementwise activations and the softmax layers; each caches what its backward needs."""
 
-from .. import backend, functional as F
+from .. import backend, functional as F, ops
+from ..errors import ConfigError
 from .module import Module
 
 
 class ReLU(Module):
-    """max(x, 0); the gradient passes where the output is positive. Forward and backward use
-    ``maximum`` and a 0/1 multiply, not ``where``: NumPy's ``where`` on an unpredictable mask is
-    about 15x slower than a multiply. On NumPy one compiled pass makes the output and the mask
-    (``xpnn.kernels.cpu_elementwise.relu``), in the input's memory order. NaN inputs give NaN
-    outputs, as in PyTorch."""
+    """Applies the rectified linear unit elementwise: ``max(x, 0)``.
+
+    The gradient passes where the input was positive. A NaN input gives a NaN output, as in
+    PyTorch. The output keeps the input's memory order (a convolution's batch-last layout
+    included); ``xpnn.ops.relu`` chooses the compiled or portable path.
+
+    Shape:
+        - Input: ``(*)``, any shape.
+        - Output: ``(*)``, the input's shape.
+    """
 
     def forward(self, x):
-        xp = backend.namespace_of(x)
-        if backend.is_numpy(xp):
-            from ..kernels import cpu_elementwise
-
-            compiled = cpu_elementwise.relu(x)
-            if compiled is not None:
-                y, self._mask = compiled
-                return y
-        y = xp.maximum(x, 0.0)
-        self._mask = xp.astype(y > 0, y.dtype)
+        y, self._backward = ops.relu(x)
         return y
 
     def backward(self, grad):
-        return grad * self._mask
+        return self._backward(grad)
 
 
 class LeakyReLU(Module):
@@ -77,7 +74,7 @@ class GELU(Module):
     def __init__(self, approximate="none"):
         super().__init__()
         if approximate not in ("none", "tanh"):
-            raise ValueError(f"GELU: expected approximate 'none' or 'tanh', got {approximate!r}")
+            raise ConfigError(f"GELU: expected approximate 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
 
     def forward(self, x):

@@ -1,7 +1,7 @@
 """Batch normalisation: BatchNorm1d for (N, C) and (N, C, L), BatchNorm2d for (N, C, H, W)."""
 
 from .. import backend
-from ..errors import ShapeError
+from ..errors import ConfigError, ShapeError
 from .module import Module
 from .parameter import Parameter
 
@@ -20,11 +20,11 @@ class _BatchNorm(Module):
         super().__init__(xp)
         name = type(self).__name__
         if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features < 1:
-            raise ValueError(f"{name}: expected a positive int num_features, got {num_features!r}")
+            raise ConfigError(f"{name}: expected a positive int num_features, got {num_features!r}")
         if eps <= 0:
-            raise ValueError(f"{name}: expected eps > 0, got {eps}")
+            raise ConfigError(f"{name}: expected eps > 0, got {eps}")
         if momentum is not None and not 0 <= momentum <= 1:
-            raise ValueError(f"{name}: expected momentum in [0, 1] or None, got {momentum}")
+            raise ConfigError(f"{name}: expected momentum in [0, 1] or None, got {momentum}")
         self.num_features = num_features
         self.eps = float(eps)
         self.momentum = None if momentum is None else float(momentum)
@@ -33,14 +33,14 @@ class _BatchNorm(Module):
         dtype = backend.resolve_dtype(dtype, self.xp, where=name)
         xp = self.xp
         if self.affine:
-            self.weight = Parameter(xp.ones((num_features,), dtype=dtype))
-            self.bias = Parameter(xp.zeros((num_features,), dtype=dtype))
+            self.weight = Parameter(xp.ones((num_features,), dtype=dtype, device=self.device))
+            self.bias = Parameter(xp.zeros((num_features,), dtype=dtype, device=self.device))
         else:
             self.weight = self.bias = None
         if self.track_running_stats:
-            self.register_buffer("running_mean", xp.zeros((num_features,), dtype=dtype))
-            self.register_buffer("running_var", xp.ones((num_features,), dtype=dtype))
-            self.register_buffer("num_batches_tracked", xp.zeros((), dtype=xp.int64))
+            self.register_buffer("running_mean", xp.zeros((num_features,), dtype=dtype, device=self.device))
+            self.register_buffer("running_var", xp.ones((num_features,), dtype=dtype, device=self.device))
+            self.register_buffer("num_batches_tracked", xp.zeros((), dtype=xp.int64, device=self.device))
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
 
@@ -50,7 +50,7 @@ class _BatchNorm(Module):
     def _check(self, x):
         where = self._where()
         dtype = self.weight.data.dtype if self.affine else (self.running_mean.dtype if self.track_running_stats else None)
-        backend.check_array(x, self.xp, where, dtype)
+        backend.check_array(x, self.xp, where, dtype, self.device)
         if x.ndim not in self.ndims or x.shape[1] != self.num_features:
             raise ShapeError(f"{where}: expected input of shape {self.layout.format(C=self.num_features)}, got {tuple(x.shape)}")
 
@@ -72,7 +72,7 @@ class _BatchNorm(Module):
         self._batch_stats = self.training or not self.track_running_stats
         if self._batch_stats:
             if count < 2:
-                raise ValueError(f"{self._where()}: expected more than 1 value per channel when training, got input of shape {tuple(x.shape)}")
+                raise ConfigError(f"{self._where()}: expected more than 1 value per channel when training, got input of shape {tuple(x.shape)}")
             mean = xp.mean(x, axis=axes, keepdims=True)
             centred = x - mean
             var = xp.mean(centred * centred, axis=axes, keepdims=True)

@@ -1,7 +1,7 @@
 """Dropout and Dropout2d: zero activations at random while training, scaled to keep the mean."""
 
 from .. import backend, random
-from ..errors import ShapeError
+from ..errors import ConfigError, ShapeError
 from .module import Module
 
 
@@ -9,7 +9,7 @@ class _DropoutBase(Module):
     def __init__(self, p=0.5, generator=None):
         super().__init__()
         if not 0 <= p < 1:
-            raise ValueError(f"{type(self).__name__}: expected a drop probability p in [0, 1), got {p}")
+            raise ConfigError(f"{type(self).__name__}: expected a drop probability p in [0, 1), got {p}")
         self.p = float(p)
         self.generator = generator
         self._mask = None
@@ -23,7 +23,7 @@ class _DropoutBase(Module):
             return x
         xp = backend.namespace_of(x)
         rng = random.default_generator() if self.generator is None else self.generator
-        keep = backend.uniform(self._mask_shape(x), xp, x.dtype, rng) >= self.p
+        keep = backend.uniform(self._mask_shape(x), xp, x.dtype, rng, backend.device_of(x)) >= self.p
         self._mask = xp.astype(keep, x.dtype) * (1 / (1 - self.p))
         return x * self._mask
 

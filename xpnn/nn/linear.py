@@ -18,13 +18,13 @@ class Linear(Module):
         self.init = init
         dtype = backend.resolve_dtype(dtype, self.xp, where="Linear")
         w = initial_weight((self.in_features, self.out_features), self.in_features, self.out_features, init, generator)
-        self.weight = Parameter(backend.asarray(w, self.xp, dtype))
-        self.bias = Parameter(self.xp.zeros((self.out_features,), dtype=dtype)) if bias else None
+        self.weight = Parameter(backend.asarray(w, self.xp, dtype, self.device))
+        self.bias = Parameter(self.xp.zeros((self.out_features,), dtype=dtype, device=self.device)) if bias else None
         self._x = None
 
     def forward(self, x):
         where = f"Linear({self.in_features}, {self.out_features})"
-        backend.check_array(x, self.xp, where, self.weight.data.dtype)
+        backend.check_array(x, self.xp, where, self.weight.data.dtype, self.device)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ShapeError(f"{where}: expected input of shape (..., {self.in_features}), got {tuple(x.shape)}")
         self._x = x

@@ -1,8 +1,8 @@
 """Losses: calling one returns a 0-d array on the input's device (no host sync); ``backward()``
 returns the gradient with respect to the input."""
 
-from .. import backend, functional as F
-from ..errors import DTypeError, ShapeError
+from .. import backend, functional as F, ops
+from ..errors import ConfigError, DTypeError, ShapeError
 from .module import Module
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -12,7 +12,7 @@ class _Loss(Module):
     def __init__(self, reduction="mean"):
         super().__init__()
         if reduction not in REDUCTIONS:
-            raise ValueError(f"{type(self).__name__}: expected reduction in {REDUCTIONS}, got {reduction!r}")
+            raise ConfigError(f"{type(self).__name__}: expected reduction in {REDUCTIONS}, got {reduction!r}")
         self.reduction = reduction
 
     def forward(self, input, target):
@@ -48,19 +48,14 @@ class _Loss(Module):
 
 
 def _check_labels(name, xp, logits, target):
-    """Validate integer class labels against (N, C) scores; the range check reads two numbers
-    back, so it runs on host backends only (on CUDA a bad label would cost a sync every step)."""
+    """Validate integer class labels against (N, C) scores: shapes always, the label range where
+    it costs no device sync (``ops.check_labels``)."""
     if logits.ndim != 2:
         raise ShapeError(f"{name}: expected input of shape (N, C), got {tuple(logits.shape)}")
     backend.check_array(target, xp, f"{name} target")
     if target.ndim != 1 or target.shape[0] != logits.shape[0]:
         raise ShapeError(f"{name}: expected class labels of shape ({logits.shape[0]},), got {tuple(target.shape)}")
-    if not backend.is_cupy(xp) and target.shape[0] > 0:
-        low, high = int(xp.min(target)), int(xp.max(target))
-        classes = logits.shape[1]
-        if low < 0 or high >= classes:
-            bad = low if low < 0 else high
-            raise ShapeError(f"{name}: expected class labels in [0, {classes - 1}], got {bad}")
+    ops.check_labels(name, target, logits.shape[1])
 
 
 def _is_integer(array):
@@ -75,7 +70,7 @@ class CrossEntropyLoss(_Loss):
     def __init__(self, reduction="mean", label_smoothing=0.0):
         super().__init__(reduction)
         if not 0 <= label_smoothing <= 1:
-            raise ValueError(f"CrossEntropyLoss: expected label_smoothing in [0, 1], got {label_smoothing}")
+            raise ConfigError(f"CrossEntropyLoss: expected label_smoothing in [0, 1], got {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
         self._probs = None
 
@@ -83,35 +78,30 @@ class CrossEntropyLoss(_Loss):
         xp = backend.namespace_of(input)
         if backend.dtype_name(input.dtype) not in backend.FLOAT_DTYPES:
             raise DTypeError(f"CrossEntropyLoss: expected floating logits, got {backend.dtype_name(input.dtype)}")
-        self._probs = None
-        if hasattr(target, "dtype") and _is_integer(target):
+        self._count = input.shape[0]
+        integer_labels = hasattr(target, "dtype") and _is_integer(target)
+        if integer_labels:
             _check_labels("CrossEntropyLoss", xp, input, target)
-            if not self.label_smoothing and backend.is_numpy(xp) and input.dtype in (xp.float32, xp.float64):
-                from ..kernels import cpu_losses
-
-                losses, self._probs = cpu_losses.softmax_cross_entropy(xp.ascontiguousarray(input), target)
-                self._labels, self._count = target, input.shape[0]
-                return self._reduce(xp, losses, self._count)
-            dist = F.one_hot(target, input.shape[1], input.dtype)
         else:
             if input.ndim != 2:
                 raise ShapeError(f"CrossEntropyLoss: expected input of shape (N, C), got {tuple(input.shape)}")
             self._check_pair(input, target)
-            dist = target
+        if integer_labels and not self.label_smoothing:
+            losses, self._labels_backward = ops.softmax_cross_entropy(input, target)
+            return self._reduce(xp, losses, self._count)
+        self._labels_backward = None
+        dist = F.one_hot(target, input.shape[1], input.dtype) if integer_labels else target
         eps = self.label_smoothing
         if eps:
             dist = dist * (1 - eps) + eps / input.shape[1]
         logp = F.log_softmax(input, axis=1)
         self._logp, self._dist = logp, dist
-        self._count = input.shape[0]
         return self._reduce(xp, -xp.sum(dist * logp, axis=1), self._count)
 
     def backward(self, grad=None):
         up = self._upstream(grad, self._count)
-        if self._probs is not None:  # integer labels on NumPy: one compiled pass each way
-            from ..kernels import cpu_losses
-
-            return cpu_losses.softmax_cross_entropy_backward(self._probs, self._labels, up)
+        if self._labels_backward is not None:
+            return self._labels_backward(up)
         xp = backend.namespace_of(self._logp)
         mass = xp.sum(self._dist, axis=1, keepdims=True)
         # Probabilities below the smallest normal float are flushed to zero: a confident model

@@ -20,6 +20,7 @@ class Module:
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "xp", backend.resolve(xp))
+        object.__setattr__(self, "device", backend.resolve_device(xp))
 
     def __setattr__(self, name, value):
         if isinstance(value, Parameter):
@@ -112,18 +113,21 @@ class Module:
         return self.train(False)
 
     def to(self, device=None, dtype=None):
-        """Move every parameter, gradient and buffer to ``device`` (a device string or a
-        namespace) and/or cast floating ones to ``dtype``; returns self."""
+        """Move every parameter, gradient and buffer to ``device`` (a device string such as "cpu",
+        "cuda:1" or "array_api_strict:device1", a namespace, or a device object) and/or cast
+        floating ones to ``dtype``; returns self."""
         xp = self.xp if device is None else backend.resolve(device)
+        place = self.device if device is None else backend.resolve_device(device)
         target = None if dtype is None else backend.resolve_dtype(dtype, xp, where=f"{type(self).__name__}.to")
         for module in self.modules():
             object.__setattr__(module, "xp", xp)
+            object.__setattr__(module, "device", place)
             for param in module._parameters.values():
-                param.data = backend.asarray(param.data, xp, target)
-                param.grad = backend.asarray(param.grad, xp, target)
+                param.data = backend.asarray(param.data, xp, target, place)
+                param.grad = backend.asarray(param.grad, xp, target, place)
             for name, buf in list(module._buffers.items()):
                 cast = target if target is not None and _is_floating(buf) else None
-                setattr(module, name, backend.asarray(buf, xp, cast))
+                setattr(module, name, backend.asarray(buf, xp, cast, place))
         return self
 
     def state_dict(self):
@@ -150,14 +154,14 @@ class Module:
             if name in state_dict:
                 value = state_dict[name]
                 _check_shape(name, param.shape, value)
-                param.data = backend.asarray(value, self.xp, param.dtype)
+                param.data = backend.asarray(value, self.xp, param.dtype, self.device)
         for name, buf in buffers.items():
             if name in state_dict:
                 value = state_dict[name]
                 _check_shape(name, tuple(buf.shape), value)
                 module_name, _, attr = name.rpartition(".")
                 owner = self._submodule(module_name)
-                setattr(owner, attr, backend.asarray(value, self.xp, buf.dtype))
+                setattr(owner, attr, backend.asarray(value, self.xp, buf.dtype, self.device))
 
     def _submodule(self, dotted):
         module = self

@@ -1,8 +1,7 @@
 """Adam and AdamW (decoupled weight decay), with amsgrad, following torch.optim's update rules."""
 
-from .. import backend
+from .. import backend, ops
 from .optimizer import Optimizer, check_beta, check_hyper
-from .updates import adam_update
 
 
 class Adam(Optimizer):
@@ -29,14 +28,10 @@ class Adam(Optimizer):
             state["exp_avg_sq"] = xp.zeros_like(param.data)
             if group["amsgrad"]:
                 state["max_exp_avg_sq"] = xp.zeros_like(param.data)
-        if wd and self.decoupled:
-            param.data *= 1 - lr * wd
-        elif wd:
-            grad = grad + wd * param.data
         state["step"] += 1
-        adam_update(
+        ops.adam_update(
             param.data, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
-            lr=lr, beta1=beta1, beta2=beta2, eps=group["eps"], step=state["step"],
+            lr=lr, beta1=beta1, beta2=beta2, eps=group["eps"], step=state["step"], weight_decay=wd, decoupled=self.decoupled,
         )
 
 

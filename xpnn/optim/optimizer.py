@@ -56,8 +56,8 @@ class Optimizer:
         """This parameter's state dict, moved to the parameter's device/dtype if it has moved."""
         state = self.state.setdefault(param, {})
         for key, value in state.items():
-            if hasattr(value, "shape") and type(value) is not type(param.data):
-                state[key] = backend.asarray(value, backend.namespace_of(param.data), param.dtype)
+            if hasattr(value, "shape") and not backend.same_place(value, param.data):
+                state[key] = backend.asarray(value, backend.namespace_of(param.data), param.dtype, backend.resolve_device(param.data))
         return state
 
     def _all_params(self):
@@ -99,7 +99,7 @@ class Optimizer:
             restored = {}
             for key, value in entries.items():
                 if hasattr(value, "shape") and value.shape == p.shape:
-                    restored[key] = backend.asarray(value, xp, p.dtype)
+                    restored[key] = backend.asarray(value, xp, p.dtype, backend.resolve_device(p.data))
                 elif hasattr(value, "shape") and value.shape != ():
                     raise CheckpointError(
                         f"{type(self).__name__}.load_state_dict: state {key!r} of parameter {i} has shape {value.shape}, expected {p.shape}"

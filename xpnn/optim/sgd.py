@@ -1,6 +1,6 @@
 """Stochastic gradient descent with momentum, dampening, Nesterov and weight decay (PyTorch's rule)."""
 
-from .. import backend
+from .. import backend, ops
 from .optimizer import Optimizer, check_hyper
 
 
@@ -15,17 +15,11 @@ class SGD(Optimizer):
         super().__init__(params, defaults)
 
     def _update(self, param, state, group):
-        d = param.grad
-        if group["weight_decay"]:
-            d = d + group["weight_decay"] * param.data
         momentum = group["momentum"]
-        if momentum:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = backend.namespace_of(d).asarray(d, copy=True)
-                state["momentum_buffer"] = buf
-            else:
-                buf *= momentum
-                buf += (1 - group["dampening"]) * d
-            d = d + momentum * buf if group["nesterov"] else buf
-        param.data -= group["lr"] * d
+        first = momentum and "momentum_buffer" not in state
+        if first:
+            state["momentum_buffer"] = backend.namespace_of(param.data).zeros_like(param.data)
+        ops.sgd_update(
+            param.data, param.grad, state.get("momentum_buffer"), lr=group["lr"], momentum=momentum,
+            dampening=group["dampening"], weight_decay=group["weight_decay"], nesterov=group["nesterov"], first=bool(first),
+        )

@@ -5,12 +5,18 @@ for the reasons given in ``cpu_windows``."""
 import numba
 import numpy as np
 
+from .. import backend
+
 
 @numba.njit(error_model="numpy", cache=True)
-def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, one_minus_beta1, beta2, one_minus_beta2, scale, shifted_eps):
+def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, one_minus_beta1, beta2, one_minus_beta2, scale, shifted_eps, l2, decay):
     # Numba compiles a separate version for max_exp_avg_sq=None with the amsgrad branch removed.
     for i in range(param.size):
         g = grad[i]
+        if l2 != 0:
+            g = g + l2 * param[i]
+        if decay != 1:
+            param[i] = param[i] * decay
         m = exp_avg[i] + one_minus_beta1 * (g - exp_avg[i])
         v = beta2 * exp_avg_sq[i] + one_minus_beta2 * g * g
         exp_avg[i] = m
@@ -21,13 +27,13 @@ def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, one_minus_beta1, bet
         param[i] -= m / (np.sqrt(v) + shifted_eps) * scale
 
 
-def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, scale, shifted_eps):
-    """The Adam step of ``xpnn.optim.updates`` in one pass, with the same float operations in the
+def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, scale, shifted_eps, l2, decay):
+    """The Adam step of ``xpnn.ops.updates`` in one pass, with the same float operations in the
     same order as the portable version (so the results are identical). Arrays must be
     C-contiguous and of one float dtype; the scalars are rounded to it first, as NumPy does."""
     dtype = param.dtype.type
     flat = [None if a is None else a.reshape(-1) for a in (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)]
-    _adam(*flat, dtype(1 - beta1), dtype(beta2), dtype(1 - beta2), dtype(scale), dtype(shifted_eps))
+    _adam(*flat, dtype(1 - beta1), dtype(beta2), dtype(1 - beta2), dtype(scale), dtype(shifted_eps), dtype(l2), dtype(decay))
 
 
 @numba.njit(error_model="numpy", cache=True)
@@ -39,22 +45,12 @@ def _relu(x, out, mask):
         mask[i] = 1 if keep else 0
 
 
-def memory_run(a):
-    """A 1-D view of all of ``a``'s elements in memory order when ``a`` fills its memory without
-    gaps in some axis order (C, batch-last, any permutation), else None."""
-    order = sorted(range(a.ndim), key=lambda axis: -a.strides[axis])
-    in_order = a.transpose(order)
-    return in_order.reshape(-1) if in_order.flags.c_contiguous else None
-
-
 def relu(x):
-    """``(max(x, 0), mask)`` in one pass, the 0/1 mask marking x > 0, both laid out like ``x``: a
-    third of the time of the ufunc version. None when ``x`` is not a gap-free float32/float64
-    array (see :func:`memory_run`); the caller then uses the ufuncs."""
-    flat = memory_run(x) if x.dtype in (np.float32, np.float64) and x.size else None
-    if flat is None:
-        return None
+    """``(max(x, 0), mask)`` in one pass, the 0/1 mask marking x > 0, both laid out like ``x``, for
+    a non-empty float32/float64 ``x`` without gaps in some axis order
+    (``backend.flat_in_memory_order``)."""
     out = np.empty_like(x)
     mask = np.empty_like(x)
-    _relu(flat, memory_run(out), memory_run(mask))
+    flat = backend.flat_in_memory_order
+    _relu(flat(x), flat(out), flat(mask))
     return out, mask

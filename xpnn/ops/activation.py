@@ -1,0 +1,58 @@
+"""ReLU forward and backward: one door, :func:`relu`, returning the output and its backward.
+
+Paths: on NumPy one compiled pass makes the output and the 0/1 mask
+(``xpnn.kernels.numba_elementwise``), on CUDA one kernel launch each way
+(``xpnn.kernels.cuda_elementwise``); both walk the input in its own memory order (Conv2d's
+batch-last output included) and need an input without gaps. Otherwise, and for float16, the
+portable ``maximum`` and a 0/1 multiply (not ``where``, many times slower on NumPy)."""
+
+from .. import backend
+
+
+def relu(x):
+    """``(max(x, 0), backward)``: the output laid out like ``x`` (NaN stays NaN, as in PyTorch)
+    and ``backward(grad)``, which passes the gradient where the input was positive."""
+    path = backend.fast_path(backend.namespace_of(x))
+    compiled = path != "portable" and backend.dtype_name(x.dtype) in ("float32", "float64") and x.size
+    if compiled and backend.flat_in_memory_order(x) is not None:
+        return relu_numba(x) if path == "numba" else relu_cuda(x)
+    return relu_portable(x)
+
+
+def relu_portable(x):
+    """ReLU in Array API calls: ``maximum`` and a 0/1 mask."""
+    xp = backend.namespace_of(x)
+    y = xp.maximum(x, 0.0)
+    mask = xp.astype(y > 0, y.dtype)
+
+    def backward(grad):
+        return grad * mask
+
+    return y, backward
+
+
+def relu_numba(x):
+    """ReLU on NumPy: the output and mask in one compiled pass; backward is a NumPy multiply."""
+    from ..kernels import numba_elementwise
+
+    y, mask = numba_elementwise.relu(x)
+
+    def backward(grad):
+        return grad * mask
+
+    return y, backward
+
+
+def relu_cuda(x, kernels=None):
+    """ReLU on CUDA: one launch forward, one backward (when the gradient is laid out like the
+    input, as from the layers that follow; a multiply otherwise)."""
+    from ..kernels import cuda_elementwise
+
+    y, mask = cuda_elementwise.relu(x, backend.flat_in_memory_order, kernels)
+
+    def backward(grad):
+        if grad.strides != mask.strides or grad.dtype != mask.dtype:
+            return grad * mask
+        return cuda_elementwise.relu_backward(grad, mask, backend.flat_in_memory_order, kernels)
+
+    return y, backward

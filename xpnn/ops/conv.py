@@ -1,0 +1,119 @@
+"""The window matrix of a convolution's input, for Conv2d's two GEMMs that read it: the forward
+product with the weight and the weight gradient.
+
+Door: :func:`conv_windows` keeps the whole (G, C/G*KH*KW, OH*OW*N) matrix
+(:class:`WindowMatrix`), except on NumPy for a layer with few outputs per group, whose windows
+are unfolded again, a few output rows at a time, each time a product needs them
+(:class:`StreamedWindows`): with so few rows of weights OpenBLAS streams the matrix at memory
+speed, so products over pieces that stay in cache are faster, and only the padded input is kept.
+The measurements behind the constants are in ``bench/NOTES.md``."""
+
+import numpy as np
+
+from .. import backend
+from .windows import im2col_batch_last, im2col_rows, padded_batch_last
+
+# A NumPy layer with at most this many outputs per group streams its windows, in pieces of about
+# STREAM_PIECE_BYTES (at least one output row).
+STREAM_MAX_OUTPUTS = 8
+STREAM_PIECE_BYTES = 1 << 18
+
+# On NumPy, a thin weight gradient (window rows x outputs small) is summed over pieces of about
+# this many multiply-adds: OpenBLAS runs small products faster per element than one long, thin one.
+WEIGHT_GRADIENT_PIECE = 1 << 20
+
+
+def conv_windows(x, kernel, stride, padding, dilation, groups, outputs_per_group):
+    """The windows of NCHW ``x`` for a convolution with this geometry (pairs of ints) and
+    ``groups``: an object with ``matmul(weight)`` and ``weight_gradient(grad)``."""
+    if backend.fast_path(backend.namespace_of(x)) == "numba" and outputs_per_group <= STREAM_MAX_OUTPUTS:
+        return StreamedWindows(x, kernel, stride, padding, dilation, groups)
+    return WindowMatrix(x, kernel, stride, padding, dilation, groups)
+
+
+class WindowMatrix:
+    """The whole window matrix of ``im2col_batch_last``, as (G, C/G*KH*KW, OH*OW*N)."""
+
+    def __init__(self, x, kernel, stride, padding, dilation, groups):
+        xp = backend.namespace_of(x)
+        cols = im2col_batch_last(x, kernel, stride, padding, dilation)
+        self.xp = xp
+        self.cols = xp.reshape(cols, (groups, -1, cols.shape[-1]))
+
+    def matmul(self, weight):
+        """``weight (G, O, K) @ windows``: the (G, O, OH*OW*N) convolution output."""
+        return weight @ self.cols
+
+    def weight_gradient(self, grad):
+        """``windows @ grad^T`` for the (G, O, OH*OW*N) output gradient: (G, K, O)."""
+        return weight_gradient(self.xp, self.cols, grad)
+
+
+class StreamedWindows:
+    """The windows of a padded batch-last input, unfolded a piece of a few output rows at a time
+    into one reused buffer (NumPy only: products are written into views with ``out=``)."""
+
+    def __init__(self, x, kernel, stride, padding, dilation, groups):
+        self.xp = backend.namespace_of(x)
+        self.image = padded_batch_last(x, padding)
+        self.kernel, self.stride, self.dilation, self.groups = kernel, stride, dilation, groups
+        c, hp, wp, n = self.image.shape
+        (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+        self.out_size = ((hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1)
+        self.pixels = self.out_size[0] * self.out_size[1] * n
+
+    def pieces(self):
+        """(start, stop, cols): the windows of output pixels start..stop (batch-last order) as
+        (G, C/G*KH*KW, stop - start), each piece overwriting the last one's buffer."""
+        xp = self.xp
+        c, n = self.image.shape[0], self.image.shape[-1]
+        (oh, ow), (kh, kw) = self.out_size, self.kernel
+        rows_per_piece = max(1, STREAM_PIECE_BYTES // (c * kh * kw * ow * n * self.image.itemsize))
+        buffer = xp.empty(c * kh * kw * min(rows_per_piece, oh) * ow * n, dtype=self.image.dtype)
+        for first in range(0, oh, rows_per_piece):
+            last = min(oh, first + rows_per_piece)
+            piece = xp.reshape(buffer[:c * kh * kw * (last - first) * ow * n], (c, kh, kw, last - first, ow, n))
+            im2col_rows(self.image, self.kernel, self.stride, self.dilation, (first, last), ow, piece)
+            yield first * ow * n, last * ow * n, xp.reshape(piece, (self.groups, -1, (last - first) * ow * n))
+
+    def matmul(self, weight):
+        xp = self.xp
+        y = xp.empty((*weight.shape[:2], self.pixels), dtype=self.image.dtype)
+        for start, stop, cols in self.pieces():
+            _matmul_into(weight, cols, y[..., start:stop])
+        return y
+
+    def weight_gradient(self, grad):
+        total = None
+        for start, stop, cols in self.pieces():
+            part = weight_gradient(self.xp, cols, grad[..., start:stop])
+            if total is None:
+                total = part
+            else:
+                total += part
+        return total
+
+
+def weight_gradient(xp, cols, grad):
+    """``cols @ grad^T`` for (G, K, P) windows and (G, O, P) output gradients: (G, K, O). On NumPy,
+    when K*O is small, summed over pixel pieces (see ``WEIGHT_GRADIENT_PIECE``); (cols @ grad^T)
+    rather than the transpose of grad @ cols^T, the same product, is the faster one there too."""
+    groups, rows, pixels = cols.shape
+    outs = grad.shape[1]
+    piece = 1 << max(0, (WEIGHT_GRADIENT_PIECE // (rows * outs)).bit_length() - 1)  # a power of two
+    if backend.fast_path(xp) != "numba" or piece < 2048 or piece >= pixels:
+        return cols @ xp.matrix_transpose(grad)
+    if groups == 1:  # 2-D products: NumPy's stacked matmul adds a few microseconds per call
+        cols, grad = cols[0], grad[0]
+    total = cols[..., :piece] @ xp.matrix_transpose(grad[..., :piece])
+    for start in range(piece, pixels, piece):
+        total += cols[..., start:start + piece] @ xp.matrix_transpose(grad[..., start:start + piece])
+    return xp.reshape(total, (groups, rows, outs))
+
+
+def _matmul_into(a, b, out):
+    """``out[...] = a @ b`` for NumPy (G, M, K) and (G, K, N), written straight into the (strided)
+    view ``out``; 2-D products when G is 1 (NumPy's stacked matmul costs microseconds per call)."""
+    if a.shape[0] == 1:
+        a, b, out = a[0], b[0], out[0]
+    np.matmul(a, b, out=out)
