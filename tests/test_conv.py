@@ -212,11 +212,11 @@ def test_conv2d_output_is_batch_last_and_chains_through_pooling(rng):
 def test_weight_gradient_in_pixel_pieces_equals_one_product(rng, groups, rows, outs, pixels):
     """Thin NumPy weight gradients are summed over pixel pieces (the first two cases); the sum
     equals the whole product, whatever the number of groups, in float64."""
-    from xpnn.nn.conv import _weight_gradient
+    from xpnn.ops.conv import weight_gradient
 
     cols = rng.normal(size=(groups, rows, pixels))
     grad = rng.normal(size=(groups, outs, pixels))
-    got = _weight_gradient(np, cols, grad)
+    got = weight_gradient(np, cols, grad)
     assert got.shape == (groups, rows, outs)
     np.testing.assert_allclose(got, cols @ grad.transpose(0, 2, 1), rtol=1e-12, atol=1e-9)
 
@@ -227,7 +227,7 @@ def test_conv2d_in_row_pieces_equals_one_window_matrix(monkeypatch, rng, shape, 
     """On NumPy, a Conv2d with few outputs unfolds its windows a few output rows at a time (one
     row per piece with ``piece_bytes`` = 1; several rows, the last piece shorter, with 8000 on the
     last shape): forward, input and parameter gradients equal those of one whole window matrix."""
-    from xpnn.nn import conv
+    from xpnn.ops import conv
 
     x = rng.normal(size=shape)
     layer = _conv(shape, out, k, s, p, d, g, dtype=np.float64)
@@ -235,12 +235,12 @@ def test_conv2d_in_row_pieces_equals_one_window_matrix(monkeypatch, rng, shape, 
     grad = rng.normal(size=layer(x).shape)
     results = {}
     for name, max_outputs in (("whole", 0), ("pieces", out)):
-        monkeypatch.setattr(conv, "_STREAMED_MAX_OUTPUTS", max_outputs)
-        monkeypatch.setattr(conv, "_PIECE_BYTES", piece_bytes)
+        monkeypatch.setattr(conv, "STREAM_MAX_OUTPUTS", max_outputs)
+        monkeypatch.setattr(conv, "STREAM_PIECE_BYTES", piece_bytes)
         layer.zero_grad()
         y = layer(x)
         results[name] = (y.copy(), layer.backward(grad).copy(), layer.weight.grad.copy(), layer.bias.grad.copy())
-        pieces = [stop - start for start, stop, _ in layer._window_pieces()]
+        pieces = [stop - start for start, stop, _ in layer._windows.pieces()]
         assert sum(pieces) == y.size // out
         if name == "whole":
             assert len(pieces) == 1

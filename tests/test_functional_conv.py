@@ -5,6 +5,7 @@ import pytest
 
 from xpnn import backend as xb
 from xpnn import functional as F
+from xpnn.ops import windows as W
 from xpnn.errors import ShapeError
 
 # (input shape, kernel, stride, padding, dilation): square and non-square kernels and inputs,
@@ -65,28 +66,28 @@ def test_col2im_is_the_adjoint_of_im2col(backend, rng, shape, k, s, p, d):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, k, s, p, d", GEOMETRIES)
 def test_numba_col2im_equals_portable_col2im_bit_for_bit(rng, shape, k, s, p, d, dtype):
-    from xpnn.kernels import cpu_windows
+    from xpnn.kernels import numba_windows
 
-    (kh, kw), stride, (ph, pw), dilation, (oh, ow) = F.window_geometry(shape, k, s, p, d)
+    (kh, kw), stride, (ph, pw), dilation, (oh, ow) = W.window_geometry(shape, k, s, p, d)
     n, c, h, w = shape
     blocks = rng.normal(size=(c, kh, kw, oh, ow, n)).astype(dtype)
-    fast = cpu_windows.col2im_image(blocks, (h + 2 * ph, w + 2 * pw), stride, dilation)
-    slow = F._col2im_image(blocks, (h + 2 * ph, w + 2 * pw), stride, dilation)
+    fast = numba_windows.col2im_image(blocks, (h + 2 * ph, w + 2 * pw), stride, dilation)
+    slow = W.col2im_image_portable(blocks, (h + 2 * ph, w + 2 * pw), stride, dilation)
     assert fast.dtype == dtype and fast.shape == tuple(slow.shape)
     np.testing.assert_array_equal(fast, slow)
 
 
 @pytest.mark.parametrize("shape, k, s, p, d", GEOMETRIES)
 def test_compiled_im2col_rows_equals_the_portable_copies_for_every_row_range(rng, shape, k, s, p, d):
-    from xpnn.kernels import cpu_windows
+    from xpnn.kernels import numba_windows
 
-    (kh, kw), stride, padding, dilation, (oh, ow) = F.window_geometry(shape, k, s, p, d)
+    (kh, kw), stride, padding, dilation, (oh, ow) = W.window_geometry(shape, k, s, p, d)
     n, c = shape[:2]
-    image = F.padded_batch_last(rng.normal(size=shape), padding)
+    image = W.padded_batch_last(rng.normal(size=shape), padding)
     for start in range(oh):
         for stop in range(start + 1, oh + 1):
-            fast = cpu_windows.im2col_rows(image, np.empty((c, kh, kw, stop - start, ow, n)), start, stride, dilation)
-            slow = F._im2col_rows_portable(image, (kh, kw), stride, dilation, (start, stop), ow, np.empty_like(fast))
+            fast = numba_windows.im2col_rows(image, np.empty((c, kh, kw, stop - start, ow, n)), start, stride, dilation)
+            slow = W.im2col_rows_portable(image, (kh, kw), stride, dilation, (start, stop), ow, np.empty_like(fast))
             np.testing.assert_array_equal(fast, slow)
 
 
@@ -109,7 +110,7 @@ def test_im2col_batch_last_is_im2col_with_the_batch_innermost(backend, rng, shap
     expected = reference_im2col(x, k, s, p, d)  # rows (n, oh, ow)
     n = shape[0]
     by_pixel = expected.reshape(n, -1, expected.shape[1]).transpose(2, 1, 0).reshape(expected.shape[1], -1)
-    cols = F.im2col_batch_last(backend.asarray(x), k, s, p, d)
+    cols = W.im2col_batch_last(backend.asarray(x), k, s, p, d)
     np.testing.assert_array_equal(xb.to_numpy(cols), by_pixel)
     if xb.is_numpy(backend.xp):
         assert cols.flags["C_CONTIGUOUS"]
@@ -118,9 +119,9 @@ def test_im2col_batch_last_is_im2col_with_the_batch_innermost(backend, rng, shap
 @pytest.mark.parametrize("shape, k, s, p, d", GEOMETRIES)
 def test_col2im_batch_last_is_the_adjoint_of_im2col_batch_last(backend, rng, shape, k, s, p, d):
     x = rng.normal(size=shape)
-    cols = xb.to_numpy(F.im2col_batch_last(backend.asarray(x), k, s, p, d))
+    cols = xb.to_numpy(W.im2col_batch_last(backend.asarray(x), k, s, p, d))
     c = rng.normal(size=cols.shape)
-    image = F.col2im_batch_last(backend.asarray(c), shape, k, s, p, d)
+    image = W.col2im_batch_last(backend.asarray(c), shape, k, s, p, d)
     n, ch, h, w = shape
     assert tuple(image.shape) == (ch, h, w, n)
     np.testing.assert_allclose(float(np.sum(cols * c)), float(np.sum(x.transpose(1, 2, 3, 0) * xb.to_numpy(image))), rtol=1e-12)
@@ -129,14 +130,14 @@ def test_col2im_batch_last_is_the_adjoint_of_im2col_batch_last(backend, rng, sha
 def test_im2col_batch_last_reads_a_batch_last_input_in_place(rng):
     # A conv output feeding the next conv without padding is used as it is, not copied first.
     x = np.ascontiguousarray(rng.normal(size=(3, 5, 5, 2))).transpose(3, 0, 1, 2)
-    assert F.padded_batch_last(x, (0, 0)).base is x.base
-    assert F.padded_batch_last(np.ascontiguousarray(x), (0, 0)).flags["C_CONTIGUOUS"]
-    np.testing.assert_array_equal(F.im2col_batch_last(x, 3), F.im2col_batch_last(np.ascontiguousarray(x), 3))
+    assert W.padded_batch_last(x, (0, 0)).base is x.base
+    assert W.padded_batch_last(np.ascontiguousarray(x), (0, 0)).flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(W.im2col_batch_last(x, 3), W.im2col_batch_last(np.ascontiguousarray(x), 3))
 
 
 def test_col2im_batch_last_rejects_wrong_cols_shape(backend):
     with pytest.raises(ShapeError, match=r"col2im: expected cols of shape \(9, 50\) for x_shape \(2, 1, 5, 5\), got \(50, 9\)"):
-        F.col2im_batch_last(backend.asarray(np.zeros((50, 9))), (2, 1, 5, 5), 3, padding=1)
+        W.col2im_batch_last(backend.asarray(np.zeros((50, 9))), (2, 1, 5, 5), 3, padding=1)
 
 
 def test_im2col_matches_torch_unfold(rng):
@@ -162,19 +163,19 @@ def test_conv_output_size(args, expected):
 
 
 def test_window_slices_cover_each_offset():
-    slices = F.window_slices((2, 3), (2, 1), (1, 2), (3, 4))
+    slices = W.window_slices((2, 3), (2, 1), (1, 2), (3, 4))
     assert [(i, j) for i, j, _ in slices] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
     assert slices[5][2] == (slice(1, 6, 2), slice(4, 8, 1))
 
 
 def test_pad2d(backend):
     x = backend.asarray(np.arange(6.0).reshape(1, 2, 3), np.float32)
-    padded = F.pad2d(x, (1, 2), value=-1.0)
+    padded = W.pad2d(x, (1, 2), value=-1.0)
     assert tuple(padded.shape) == (1, 4, 7) and padded.dtype == backend.xp.float32
     out = xb.to_numpy(padded)
     np.testing.assert_array_equal(out[0, 1:3, 2:5], np.arange(6.0).reshape(2, 3))
     assert out[0, 0, 0] == -1 and out[0, 3, 6] == -1
-    assert F.pad2d(x, 0) is x
+    assert W.pad2d(x, 0) is x
 
 
 def test_im2col_rejects_non_4d(backend):

@@ -295,20 +295,21 @@ def test_bad_schedule_arguments():
         optim.LinearLR(opt, start_factor=0)
 
 
+@pytest.mark.parametrize("decay", [dict(l2=0.0, decay=1.0), dict(l2=0.01, decay=1.0), dict(l2=0.0, decay=0.999)], ids=["plain", "l2", "decoupled"])
 @pytest.mark.parametrize("amsgrad", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_adam_numba_kernel_equals_portable_path_bit_for_bit(rng, amsgrad, dtype):
-    from xpnn.kernels import cpu_elementwise
-    from xpnn.optim import updates
+def test_adam_numba_kernel_equals_portable_path_bit_for_bit(rng, amsgrad, dtype, decay):
+    from xpnn.kernels import numba_elementwise
+    from xpnn.ops import updates
 
     p, g, m, v = (rng.normal(size=(70, 50)).astype(dtype) for _ in range(4))
     v = np.abs(v)
     vmax = np.abs(rng.normal(size=(70, 50)).astype(dtype)) if amsgrad else None
     fast = [a.copy() if a is not None else None for a in (p, m, v, vmax)]
     slow = [a.copy() if a is not None else None for a in (p, m, v, vmax)]
-    consts = dict(beta1=0.9, beta2=0.999, scale=0.01, shifted_eps=1e-8)
-    cpu_elementwise.adam_update(fast[0], g, fast[1], fast[2], fast[3], **consts)
-    updates._adam_portable(slow[0], g, slow[1], slow[2], slow[3], **consts)
+    consts = dict(beta1=0.9, beta2=0.999, scale=0.01, shifted_eps=1e-8, **decay)
+    numba_elementwise.adam_update(fast[0], g, fast[1], fast[2], fast[3], **consts)
+    updates.adam_update_portable(slow[0], g, slow[1], slow[2], slow[3], **consts)
     for a, b in zip(fast, slow):
         if a is not None:
             np.testing.assert_array_equal(a, b)
@@ -332,8 +333,8 @@ def test_adam_cupy_kernel_equals_portable_path(rng, amsgrad):
         xb.resolve("cuda")
     except Exception as exc:
         pytest.skip(f"no GPU: {exc}")
-    from xpnn.kernels import elementwise
-    from xpnn.optim import updates
+    from xpnn.kernels import cuda_elementwise
+    from xpnn.ops import updates
 
     host = [rng.normal(size=(33, 17)).astype(np.float32) for _ in range(5)]
     host[2] = np.abs(host[2])
@@ -343,9 +344,9 @@ def test_adam_cupy_kernel_equals_portable_path(rng, amsgrad):
     slow = [cupy.asarray(a) for a in (p, m, v, vmax)]
     if not amsgrad:
         fast[3] = slow[3] = None
-    consts = dict(beta1=0.9, beta2=0.999, scale=0.01, shifted_eps=1e-8)
-    elementwise.adam_update(fast[0], cupy.asarray(g), fast[1], fast[2], fast[3], **consts)
-    updates._adam_portable(slow[0], cupy.asarray(g), slow[1], slow[2], slow[3], **consts)
+    consts = dict(beta1=0.9, beta2=0.999, scale=0.01, shifted_eps=1e-8, l2=0.0, decay=1.0)
+    cuda_elementwise.adam_update(fast[0], cupy.asarray(g), fast[1], fast[2], fast[3], **consts)
+    updates.adam_update_portable(slow[0], cupy.asarray(g), slow[1], slow[2], slow[3], **consts)
     for a, b in zip(fast, slow):
         if a is not None:
             np.testing.assert_allclose(cupy.asnumpy(a), cupy.asnumpy(b), rtol=1e-6, atol=1e-7)

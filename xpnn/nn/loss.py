@@ -123,7 +123,10 @@ class NLLLoss(_Loss):
         _check_labels("NLLLoss", xp, input, target)
         self._target, self._shape = target, tuple(input.shape)
         self._dtype = input.dtype
-        return self._reduce(xp, -F.pick(input, target), input.shape[0])
+        classes = input.shape[1]
+        picked = F.pick(input, xp.clip(target, 0, classes - 1))
+        valid = (target >= 0) & (target < classes)  # an out-of-range label on a device gives NaN
+        return self._reduce(xp, xp.where(valid, -picked, float("nan")), input.shape[0])
 
     def backward(self, grad=None):
         up = self._upstream(grad, self._shape[0])

@@ -40,6 +40,10 @@ class WindowMatrix:
         self.xp = xp
         self.cols = xp.reshape(cols, (groups, -1, cols.shape[-1]))
 
+    def pieces(self):
+        """(start, stop, cols) over the output pixels: here one piece, the whole matrix."""
+        yield 0, self.cols.shape[-1], self.cols
+
     def matmul(self, weight):
         """``weight (G, O, K) @ windows``: the (G, O, OH*OW*N) convolution output."""
         return weight @ self.cols
