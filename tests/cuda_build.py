@@ -91,3 +91,8 @@ def _host_argument(value):
     if kind is None:
         raise TypeError(f"kernel argument of type {type(value).__name__}: expected a NumPy array or a NumPy int32/int64/float32/float64 scalar")
     return kind(value)
+
+
+def find_gxx():
+    """The g++ on PATH, or None."""
+    return shutil.which("g++")

@@ -246,7 +246,7 @@ def c_contiguous(x):
     if is_c_contiguous(x):
         return x
     xp = namespace_of(x)
-    return xp.reshape(xp.reshape(x, (-1,)), tuple(x.shape))
+    return xp.reshape(xp.reshape(x, (-1,), copy=True), tuple(x.shape))
 
 
 def to_numpy(x):

@@ -69,6 +69,6 @@ class CupyKernels:
 
 
 @functools.cache
-def cupy_kernels():
-    """The process-wide CuPy kernel library."""
+def default_kernels():
+    """The kernel library the CUDA paths launch on when given none: CuPy's, made once."""
     return CupyKernels()

@@ -4,7 +4,8 @@ thread forward and one element per thread backward."""
 import numpy as np
 
 from .. import backend
-from .cuda_launch import cupy_kernels, launch
+from . import cuda_launch
+from .cuda_launch import launch
 
 
 def softmax_cross_entropy(logits, labels, kernels=None):
@@ -15,7 +16,7 @@ def softmax_cross_entropy(logits, labels, kernels=None):
     losses = xp.empty((rows,), dtype=logits.dtype, device=backend.device_of(logits))
     probs = xp.empty_like(logits)
     t = np.dtype(backend.dtype_name(logits.dtype)).type
-    launch(kernels or cupy_kernels(), "loss", "xpnn_softmax_cross_entropy_forward", logits.dtype, rows, logits, labels, losses, probs,
+    launch(kernels or cuda_launch.default_kernels(), "loss", "xpnn_softmax_cross_entropy_forward", logits.dtype, rows, logits, labels, losses, probs,
            np.int64(rows), np.int32(classes), t(np.finfo(t).smallest_normal), t(np.nan))
     return losses, probs
 
@@ -24,6 +25,6 @@ def softmax_cross_entropy_backward(probs, labels, scale, kernels=None):
     """(probs - one_hot(labels)) * scale, ``scale`` a C-contiguous array of one factor per row."""
     xp = backend.namespace_of(probs)
     out = xp.empty_like(probs)
-    launch(kernels or cupy_kernels(), "loss", "xpnn_softmax_cross_entropy_backward", probs.dtype, probs.size, probs, labels, scale, out,
+    launch(kernels or cuda_launch.default_kernels(), "loss", "xpnn_softmax_cross_entropy_backward", probs.dtype, probs.size, probs, labels, scale, out,
            np.int64(probs.size), np.int32(probs.shape[1]))
     return out

@@ -6,7 +6,8 @@ arrays with the kernels compiled for the CPU."""
 import numpy as np
 
 from .. import backend
-from .cuda_launch import cupy_kernels, element_strides, launch
+from . import cuda_launch
+from .cuda_launch import element_strides, launch
 
 
 def _window_args(image_size, kernel, stride, padding, dilation, output_size):
@@ -19,7 +20,7 @@ def im2col_blocks(x, kernel, stride, padding, dilation, output_size, kernels=Non
     n, c, h, w = x.shape
     (kh, kw), (oh, ow) = kernel, output_size
     blocks = xp.empty((c, kh, kw, oh, ow, n), dtype=x.dtype, device=backend.device_of(x))
-    launch(kernels or cupy_kernels(), "windows", "xpnn_im2col", x.dtype, blocks.size, x, blocks, np.int64(blocks.size),
+    launch(kernels or cuda_launch.default_kernels(), "windows", "xpnn_im2col", x.dtype, blocks.size, x, blocks, np.int64(blocks.size),
            np.int32(n), *_window_args((h, w), kernel, stride, padding, dilation, output_size), *element_strides(x))
     return blocks
 
@@ -32,7 +33,7 @@ def col2im_image(blocks, x_shape, stride, padding, dilation, kernels=None):
     _, kh, kw, oh, ow, _ = blocks.shape
     blocks = backend.c_contiguous(blocks)
     image = xp.empty((c, h, w, n), dtype=blocks.dtype, device=backend.device_of(blocks))
-    launch(kernels or cupy_kernels(), "windows", "xpnn_col2im", blocks.dtype, image.size, blocks, image, np.int64(image.size),
+    launch(kernels or cuda_launch.default_kernels(), "windows", "xpnn_col2im", blocks.dtype, image.size, blocks, image, np.int64(image.size),
            np.int32(n), *_window_args((h, w), (kh, kw), stride, padding, dilation, (oh, ow)))
     return image
 
@@ -49,7 +50,7 @@ def max_pool(x, kernel, stride, padding, dilation, output_size, order, kernels=N
     best = xp.permute_dims(xp.empty(tuple(shape[a] for a in order), dtype=x.dtype, device=backend.device_of(x)), inverse)
     which = xp.permute_dims(xp.empty(tuple(shape[a] for a in order), dtype=xp.int32, device=backend.device_of(x)), inverse)
     lowest = np.dtype(backend.dtype_name(x.dtype)).type(-np.inf)
-    launch(kernels or cupy_kernels(), "windows", "xpnn_max_pool_forward", x.dtype, n * c * oh * ow, x, best, which,
+    launch(kernels or cuda_launch.default_kernels(), "windows", "xpnn_max_pool_forward", x.dtype, n * c * oh * ow, x, best, which,
            np.int64(n * c * oh * ow), np.int32(c), *_window_args((h, w), kernel, stride, padding, dilation, output_size), lowest,
            *element_strides(x), *element_strides(best))
     return best, which
@@ -63,7 +64,7 @@ def max_pool_backward(grad, which, x_shape, kernel, stride, padding, dilation, o
     oh, ow = grad.shape[2:]
     inverse = tuple(order.index(axis) for axis in range(4))
     out = xp.permute_dims(xp.empty(tuple(x_shape[a] for a in order), dtype=grad.dtype, device=backend.device_of(grad)), inverse)
-    launch(kernels or cupy_kernels(), "windows", "xpnn_max_pool_backward", grad.dtype, n * c * h * w, grad, which, out,
+    launch(kernels or cuda_launch.default_kernels(), "windows", "xpnn_max_pool_backward", grad.dtype, n * c * h * w, grad, which, out,
            np.int64(n * c * h * w), np.int32(c), *_window_args((h, w), kernel, stride, padding, dilation, (oh, ow)),
            *element_strides(grad), *element_strides(out))
     return out

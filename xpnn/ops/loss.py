@@ -46,6 +46,7 @@ def softmax_cross_entropy_portable(logits, labels):
     losses = xp.where(valid, -picked, float("nan"))
     probs = xp.exp(logp)
     probs = xp.where(probs < xp.finfo(probs.dtype).smallest_normal, 0.0, probs)
+    probs = xp.where(valid[:, None], probs, float("nan"))
     hits = F.one_hot(labels, classes, logits.dtype)
 
     def backward(scale):
