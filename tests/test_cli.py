@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from xpnn import backend as xb
+from xpnn import cli
 from xpnn.cli import main
-from xpnn.models import MLP
+from xpnn.data import DATASETS
+from xpnn.models import MLP, MODELS
 from xpnn.train import load_checkpoint, save_checkpoint
 from xpnn.train import trainer as trainer_module
 
@@ -138,6 +140,9 @@ def _mismatched_checkpoint(path):
     "argv, fragments",
     [
         (["train", "--model", "resnet"], ["argument --model: invalid choice: 'resnet'", "'mlp', 'cnn', 'lenet'"]),
+        (["train", "--dataset", "cifar"], ["argument --dataset: invalid choice: 'cifar'", "'mnist', 'fashion-mnist', 'kmnist', 'digits'"]),
+        (["train", "--optimizer", "lbfgs"], ["argument --optimizer: invalid choice: 'lbfgs'", "'sgd', 'adam', 'adamw'"]),
+        (["train", "--schedule", "cyclic"], ["argument --schedule: invalid choice: 'cyclic'", "'cosine', 'step', 'none'"]),
         (["train", "--epochs", "0"], ["argument --epochs: expected a positive integer, got '0'"]),
         (["train", "--lr", "-1"], ["argument --lr: expected a positive number"]),
         (["frobnicate"], ["invalid choice: 'frobnicate'"]),
@@ -156,6 +161,28 @@ def test_user_errors_are_one_line_with_status_2(tmp_path, capsys, argv, fragment
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert main(argv) == 2
     _one_error_line(capsys, *(f.replace("{tmp}", str(tmp_path)) for f in fragments))
+
+
+def test_model_and_dataset_choices_come_from_the_registries(monkeypatch):
+    monkeypatch.setitem(MODELS, "tiny", MODELS["mlp"])
+    monkeypatch.setitem(DATASETS, "toy", DATASETS["digits"])
+    args = cli.build_parser().parse_args(["train", "--model", "tiny", "--dataset", "toy"])
+    assert (args.model, args.dataset) == ("tiny", "toy")
+
+
+def test_every_registered_model_has_training_defaults():
+    assert set(cli.MODEL_DEFAULTS) == set(MODELS)
+
+
+def test_each_optimizer_and_schedule_choice_builds_its_object():
+    params = list(MLP([4, 2]).parameters())
+    built = {name: make(params, 0.1) for name, make in cli.OPTIMIZERS.items()}
+    assert {name: type(opt).__name__ for name, opt in built.items()} == {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+    assert built["sgd"].param_groups[0]["momentum"] == 0.9
+    opt = built["sgd"]
+    assert cli.SCHEDULES["cosine"](opt, 6, 10).T_max == 60
+    assert cli.SCHEDULES["step"](opt, 6, 10).step_size == 20
+    assert cli.SCHEDULES["none"](opt, 6, 10) is None
 
 
 def test_resume_conflicts_and_finished_runs_are_errors(digits_run, capsys):

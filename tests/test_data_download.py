@@ -6,6 +6,7 @@ import pytest
 from data_helpers import REAL_MNIST, closed_port, isolated_env, serve, write_mnist  # noqa: F401 (isolated_env is a fixture)
 
 from xpnn.data import DATASETS, download, load_dataset
+from xpnn.data import fetch as fetch_module
 from xpnn.errors import DataError
 
 pytestmark = pytest.mark.usefixtures("isolated_env")
@@ -54,6 +55,33 @@ def test_corrupt_download_is_not_kept(tmp_path, monkeypatch):
     with serve(served) as url:
         monkeypatch.setenv("XPNN_MNIST_MIRROR", url)
         with pytest.raises(DataError, match=f"t10k-images-idx3-ubyte.gz: checksum mismatch: expected md5 {expected}, found {found}"):
+            load_dataset("mnist", train=False, root=tmp_path / "data")
+    assert list((tmp_path / "data" / "mnist").iterdir()) == []
+
+
+class _InterruptedBar:
+    """A progress bar whose first update is a Ctrl-C, i.e. an interrupt in the middle of a download."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+    def update(self, n):
+        raise KeyboardInterrupt
+
+
+def test_interrupted_download_leaves_no_file(tmp_path, monkeypatch):
+    write_mnist(tmp_path / "served", "test")
+    _trust(monkeypatch, tmp_path / "served")
+    monkeypatch.setattr(fetch_module, "tqdm", _InterruptedBar)
+    with serve(tmp_path / "served") as url:
+        monkeypatch.setenv("XPNN_MNIST_MIRROR", url)
+        with pytest.raises(KeyboardInterrupt):
             load_dataset("mnist", train=False, root=tmp_path / "data")
     assert list((tmp_path / "data" / "mnist").iterdir()) == []
 

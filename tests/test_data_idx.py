@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from xpnn.data import read_idx, write_idx
+from xpnn import files as files_module
 from xpnn.errors import DataError, DTypeError
 
 DTYPES = ["uint8", "int8", "int16", "int32", "float32", "float64"]
@@ -26,6 +27,20 @@ def test_round_trip(tmp_path, dtype, suffix):
     assert back.flags.writeable
     assert (path.read_bytes()[:2] == b"\x1f\x8b") == (suffix == ".gz")
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+
+
+def test_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "labels-idx1-ubyte.gz"
+    write_idx(path, np.arange(3, dtype=np.uint8))
+    before = path.read_bytes()
+
+    def interrupt(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files_module.os, "fsync", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        write_idx(path, np.arange(5, dtype=np.uint8))
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
 def test_big_endian_on_disk(tmp_path):

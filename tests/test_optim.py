@@ -8,7 +8,7 @@ import pytest
 
 from xpnn import backend as xb
 from xpnn import nn, optim
-from xpnn.errors import CheckpointError
+from xpnn.errors import ArgumentTypeError, CheckpointError, ConfigError
 
 STEPS = 6
 
@@ -220,13 +220,19 @@ def test_param_groups_have_their_own_learning_rates():
     (lambda p: optim.Adam([]), "Adam: got an empty parameter list"),
 ])
 def test_bad_hyper_parameters_are_rejected(make, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         make([nn.Parameter(np.zeros(2, dtype=np.float32))])
 
 
 def test_non_parameters_are_rejected():
-    with pytest.raises(TypeError, match="SGD: expected xpnn.nn.Parameter objects, got ndarray"):
+    with pytest.raises(ArgumentTypeError, match="SGD: expected xpnn.nn.Parameter objects, got ndarray"):
         optim.SGD([np.zeros(2)])
+
+
+def test_a_parameter_in_two_groups_is_rejected():
+    shared = nn.Parameter(np.zeros(2, dtype=np.float32))
+    with pytest.raises(ConfigError, match="SGD: a parameter appears in more than one group"):
+        optim.SGD([{"params": [shared]}, {"params": [shared], "lr": 1.0}], lr=0.1)
 
 
 def _lrs(make, epochs=8, lr=0.1):
@@ -287,11 +293,11 @@ def test_schedule_state_dict_round_trip():
 
 def test_bad_schedule_arguments():
     opt = optim.SGD([nn.Parameter(np.zeros(1, dtype=np.float32))], lr=0.1)
-    with pytest.raises(ValueError, match="StepLR: expected step_size >= 1, got 0"):
+    with pytest.raises(ConfigError, match="StepLR: expected step_size >= 1, got 0"):
         optim.StepLR(opt, 0)
-    with pytest.raises(ValueError, match="CosineAnnealingLR: expected T_max > 0, got 0"):
+    with pytest.raises(ConfigError, match="CosineAnnealingLR: expected T_max > 0, got 0"):
         optim.CosineAnnealingLR(opt, 0)
-    with pytest.raises(ValueError, match="LinearLR: expected 0 < start_factor <= 1"):
+    with pytest.raises(ConfigError, match=r"LinearLR: expected 0 < start_factor <= 1 and 0 <= end_factor <= 1, got 0, 1.0"):
         optim.LinearLR(opt, start_factor=0)
 
 

@@ -10,7 +10,7 @@ import xpnn
 from xpnn import backend as xb
 from xpnn import nn, optim
 from xpnn.data import DataLoader, load_dataset
-from xpnn.errors import NonFiniteLossError
+from xpnn.errors import ConfigError, NonFiniteLossError
 from xpnn.models import MLP
 from xpnn.train import Callback, EarlyStopping, History, Trainer
 from xpnn.train import trainer as trainer_module
@@ -76,7 +76,7 @@ def test_scheduler_stepped_per_batch(digits):
     history = Trainer(model, opt, scheduler=sched, scheduler_interval="step", verbose=False).fit(loader, epochs=2, progress=False)
     assert sched.last_epoch == 24 and opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
     assert history["lr"] == [0.1, pytest.approx(0.05)]
-    with pytest.raises(ValueError, match="scheduler_interval 'epoch' or 'step', got 'batch'"):
+    with pytest.raises(ConfigError, match="Trainer: expected scheduler_interval 'epoch' or 'step', got 'batch'"):
         Trainer(model, opt, scheduler=sched, scheduler_interval="batch")
 
 
@@ -167,7 +167,7 @@ def test_early_stopping_min_mode_and_missing_monitor(digits):
     stopper = EarlyStopping(patience=1)
     assert stopper.mode == "min" and stopper.monitor == "val_loss"
     trainer, train, _ = _setup(digits)
-    with pytest.raises(ValueError, match="monitor 'val_loss' is not among"):
+    with pytest.raises(ConfigError, match=r"EarlyStopping: monitor 'val_loss' is not among this epoch's values \[.*'loss'.*\]; pass valid= to fit for val_\* values$"):
         trainer.fit(train, epochs=1, callbacks=[stopper], progress=False)
 
 
@@ -226,7 +226,14 @@ def test_fit_on_every_backend(backend):
 def test_constructor_rejects_unknown_metric_and_unreduced_loss(digits):
     model = MLP([4, 2])
     opt = optim.SGD(model.parameters(), lr=0.1)
-    with pytest.raises(ValueError, match="unknown metric 'f1'; expected one of: accuracy"):
+    with pytest.raises(ConfigError, match="Trainer: unknown metric 'f1'; expected one of: accuracy"):
         Trainer(model, opt, metrics=("f1",))
-    with pytest.raises(ValueError, match="reduction 'mean' or 'sum'"):
+    with pytest.raises(ConfigError, match="Trainer: expected a loss with reduction 'mean' or 'sum', got 'none'"):
         Trainer(model, opt, loss_fn=nn.CrossEntropyLoss(reduction="none"))
+    with pytest.raises(ConfigError, match="Trainer: expected log_every >= 1, got 0"):
+        Trainer(model, opt, log_every=0)
+
+
+def test_early_stopping_rejects_an_unknown_mode():
+    with pytest.raises(ConfigError, match="EarlyStopping: expected mode 'auto', 'min' or 'max', got 'up'"):
+        EarlyStopping(mode="up")

@@ -16,15 +16,35 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, backend
-from .errors import CheckpointError, XpnnError
+from . import __version__, backend, optim
+from .data.registry import DATASETS
+from .errors import CheckpointError, ConfigError, XpnnError
+from .models import MODELS, build_model
 
-MODEL_CHOICES = ("mlp", "cnn", "lenet")
-DATASET_CHOICES = ("mnist", "fashion-mnist", "kmnist", "digits")
-OPTIMIZER_CHOICES = ("sgd", "adam", "adamw")
-SCHEDULE_CHOICES = ("cosine", "step", "none")
+
+def _cosine(optimizer, epochs, steps_per_epoch):
+    """Cosine decay of the learning rate to zero over the run."""
+    return optim.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
+
+
+def _step(optimizer, epochs, steps_per_epoch):
+    """The learning rate x0.1 after each third of the epochs."""
+    return optim.StepLR(optimizer, step_size=max(1, epochs // 3) * steps_per_epoch, gamma=0.1)
+
+
+def _constant(optimizer, epochs, steps_per_epoch):
+    """No scheduler: the learning rate stays as given."""
+    return None
+
+
+OPTIMIZERS = {
+    "sgd": lambda params, lr: optim.SGD(params, lr=lr, momentum=0.9),
+    "adam": lambda params, lr: optim.Adam(params, lr=lr),
+    "adamw": lambda params, lr: optim.AdamW(params, lr=lr),
+}
+SCHEDULES = {"cosine": _cosine, "step": _step, "none": _constant}
 DEFAULTS = {"dataset": "mnist", "model": "mlp", "optimizer": "adam", "seed": 0, "schedule": "cosine"}
-MODEL_DEFAULTS = {  # reach >= 98% (mlp, 10 epochs) and >= 99% (lenet, 3 epochs) MNIST test accuracy
+MODEL_DEFAULTS = {  # one per name in models.MODELS; they reach >= 98% (mlp, 10 epochs) and >= 99% (lenet, 3 epochs) MNIST test accuracy
     "mlp": {"epochs": 10, "batch_size": 64, "lr": 1e-3},
     "cnn": {"epochs": 5, "batch_size": 64, "lr": 1e-3},
     "lenet": {"epochs": 5, "batch_size": 32, "lr": 2e-3},
@@ -87,14 +107,14 @@ def build_parser():
         "Defaults: adam with a cosine learning-rate decay to zero over the run (stepped every batch); "
         "batch size, learning rate and epochs per model as listed below.",
     )
-    train.add_argument("--dataset", choices=DATASET_CHOICES, help=f"dataset (default {DEFAULTS['dataset']})")
-    train.add_argument("--model", choices=MODEL_CHOICES, help=f"model (default {DEFAULTS['model']})")
+    train.add_argument("--dataset", choices=tuple(DATASETS), help=f"dataset (default {DEFAULTS['dataset']})")
+    train.add_argument("--model", choices=tuple(MODELS), help=f"model (default {DEFAULTS['model']})")
     train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     train.add_argument("--epochs", type=_positive_int, help=f"total epochs (default {_per_model('epochs')}; on --resume, the checkpoint's)")
     train.add_argument("--batch-size", type=_positive_int, help=f"training batch size (default {_per_model('batch_size')})")
-    train.add_argument("--optimizer", choices=OPTIMIZER_CHOICES, help="optimizer (default adam; sgd uses momentum 0.9)")
+    train.add_argument("--optimizer", choices=tuple(OPTIMIZERS), help=f"optimizer (default {DEFAULTS['optimizer']}; sgd uses momentum 0.9)")
     train.add_argument("--lr", type=_positive_float, help=f"initial learning rate (default {_per_model('lr')})")
-    train.add_argument("--schedule", choices=SCHEDULE_CHOICES, help="learning-rate schedule over the epochs (default cosine)")
+    train.add_argument("--schedule", choices=tuple(SCHEDULES), help=f"learning-rate schedule over the epochs, stepped every batch (default {DEFAULTS['schedule']})")
     train.add_argument("--seed", type=_non_negative_int, help="seed of weights, shuffling and dropout (default 0)")
     train.add_argument("--data-dir", help="directory holding (or receiving) the dataset files (default: $XPNN_DATA_DIR or ~/.cache/xpnn)")
     train.add_argument("--out", help="output directory (default runs/<dataset>-<model>; on --resume, the checkpoint's directory)")
@@ -158,41 +178,17 @@ def _settings(args, checkpoint):
     for key, value in given.items():
         if key != "epochs" and value is not None and value != config[key]:
             flag = "--" + key.replace("_", "-")
-            raise XpnnError(f"{flag} {value} conflicts with checkpoint {checkpoint.path}, trained with {flag} {config[key]}; drop {flag} to resume it")
+            raise ConfigError(f"{flag} {value} conflicts with checkpoint {checkpoint.path}, trained with {flag} {config[key]}; drop {flag} to resume it")
     settings = {key: config[key] for key in SETTINGS}
     settings["epochs"] = args.epochs or config["epochs"]
     if checkpoint.epoch >= settings["epochs"]:
-        raise XpnnError(f"checkpoint {checkpoint.path} has already completed {checkpoint.epoch} epochs; pass --epochs N with N > {checkpoint.epoch} to train further")
+        raise ConfigError(f"checkpoint {checkpoint.path} has already completed {checkpoint.epoch} epochs; pass --epochs N with N > {checkpoint.epoch} to train further")
     return settings
 
 
-def _make_optimizer(name, params, lr):
-    from . import optim
-
-    if name == "sgd":
-        return optim.SGD(params, lr=lr, momentum=0.9)
-    if name == "adamw":
-        return optim.AdamW(params, lr=lr)
-    return optim.Adam(params, lr=lr)
-
-
-def _make_scheduler(name, optimizer, epochs, steps_per_epoch):
-    """The schedule, stepped after every batch: cosine decay to zero over the run, or x0.1 after
-    each third of the epochs."""
-    from . import optim
-
-    if name == "cosine":
-        return optim.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
-    if name == "step":
-        return optim.StepLR(optimizer, step_size=max(1, epochs // 3) * steps_per_epoch, gamma=0.1)
-    return None
-
-
 def _train(args):
-    from . import optim
     from . import random as xpnn_random
     from .data import DataLoader, load_dataset
-    from .models import build_model
     from .train import Callback, ModelCheckpoint, Trainer, load_checkpoint
 
     checkpoint = load_checkpoint(args.resume) if args.resume else None
@@ -213,9 +209,9 @@ def _train(args):
 
     xpnn_random.manual_seed(s["seed"])
     model = build_model(s["model"], image_shape, len(classes), device=xp)
-    optimizer = _make_optimizer(s["optimizer"], model.parameters(), s["lr"])
+    optimizer = OPTIMIZERS[s["optimizer"]](model.parameters(), s["lr"])
     train_loader = DataLoader(x, y, batch_size=s["batch_size"], shuffle=True, seed=s["seed"], device=xp)
-    scheduler = _make_scheduler(s["schedule"], optimizer, s["epochs"], len(train_loader))
+    scheduler = SCHEDULES[s["schedule"]](optimizer, s["epochs"], len(train_loader))
     test_loader = DataLoader(x_test, y_test, batch_size=EVAL_BATCH, device=xp)
     config = dict(s, dataset=train_set.name, image_shape=list(image_shape), num_classes=len(classes), classes=classes)
 
@@ -275,7 +271,6 @@ def _plural(n, word):
 def _eval(args):
     from . import nn
     from .data import load_dataset
-    from .models import build_model
     from .train import Trainer, confusion_matrix, format_confusion_matrix, load_checkpoint
 
     checkpoint = load_checkpoint(args.checkpoint)

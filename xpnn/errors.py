@@ -35,3 +35,7 @@ class NonFiniteLossError(XpnnError, FloatingPointError):
 
 class ConfigError(XpnnError, ValueError):
     """An option or argument has a value outside what is accepted (an unknown name, a bad size)."""
+
+
+class ArgumentTypeError(XpnnError, TypeError):
+    """An argument is an object of the wrong kind (an array where a Parameter is expected)."""

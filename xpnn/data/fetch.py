@@ -5,7 +5,6 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..errors import DataError
+from ..files import atomic_write
 
 CHUNK = 1 << 16
 TIMEOUT_S = 30
@@ -42,26 +42,21 @@ def missing_message(info, missing, directory, searched, reason=""):
 
 
 def fetch(url, dest, md5=None, timeout=TIMEOUT_S):
-    """Download ``url`` to ``dest`` through a temporary file in the same directory, showing progress on
-    stderr; the file appears only if its md5 matches (when ``md5`` is given). Network errors propagate."""
+    """Download ``url`` to ``dest`` with :func:`xpnn.files.atomic_write`, showing progress on stderr;
+    the file appears only if the whole download arrived and its md5 matches (when ``md5`` is given).
+    Network errors propagate."""
     dest = Path(dest)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     digest = hashlib.md5(usedforsecurity=False)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            size = response.headers.get("Content-Length")
-            with tqdm(total=int(size) if size else None, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name, file=sys.stderr) as bar:
-                while chunk := response.read(CHUNK):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
+    with atomic_write(dest) as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        size = response.headers.get("Content-Length")
+        with tqdm(total=int(size) if size else None, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name, file=sys.stderr) as bar:
+            while chunk := response.read(CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+                bar.update(len(chunk))
         found = digest.hexdigest()
         if md5 is not None and found != md5:
             raise DataError(f"{dest.name}: checksum mismatch: expected md5 {md5}, found {found} (downloaded from {url}); the download was deleted")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _why(exc):

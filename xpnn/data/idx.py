@@ -6,14 +6,13 @@ dimension, then the values in C order, big-endian.
 
 import gzip
 import math
-import os
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError, DTypeError
+from ..files import atomic_write
 
 DTYPES = {
     0x08: np.dtype("u1"),
@@ -81,8 +80,7 @@ def read_idx(path, *, ndim=None, dtype=None):
 def write_idx(path, array):
     """Write ``array`` as an IDX file, gzip-compressed when ``path`` ends in ``.gz``.
 
-    The file is written to a temporary name in the same directory, then renamed, so a reader never
-    sees half a file.
+    The write is atomic (:func:`xpnn.files.atomic_write`), so a reader never sees half a file.
     """
     path = Path(path)
     array = np.asarray(array)
@@ -95,11 +93,5 @@ def write_idx(path, array):
     payload = header + np.ascontiguousarray(array, dtype=DTYPES[code]).tobytes()
     if path.name.endswith(".gz"):
         payload = gzip.compress(payload, mtime=0)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        f.write(payload)

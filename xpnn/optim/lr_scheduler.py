@@ -3,6 +3,8 @@ once per epoch (or per step, as the caller chooses), with PyTorch's names and se
 
 import math
 
+from ..errors import ConfigError
+
 
 class LRScheduler:
     """Sets each parameter group's ``lr`` to ``get_lr()`` of the current ``last_epoch``."""
@@ -42,7 +44,7 @@ class StepLR(LRScheduler):
 
     def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
         if int(step_size) < 1:
-            raise ValueError(f"StepLR: expected step_size >= 1, got {step_size}")
+            raise ConfigError(f"StepLR: expected step_size >= 1, got {step_size}")
         self.step_size, self.gamma = int(step_size), float(gamma)
         super().__init__(optimizer, last_epoch)
 
@@ -55,7 +57,7 @@ class CosineAnnealingLR(LRScheduler):
 
     def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):
         if T_max <= 0:
-            raise ValueError(f"CosineAnnealingLR: expected T_max > 0, got {T_max}")
+            raise ConfigError(f"CosineAnnealingLR: expected T_max > 0, got {T_max}")
         self.T_max, self.eta_min = T_max, float(eta_min)
         super().__init__(optimizer, last_epoch)
 
@@ -70,7 +72,7 @@ class LinearLR(LRScheduler):
 
     def __init__(self, optimizer, start_factor=1 / 3, end_factor=1.0, total_iters=5, last_epoch=-1):
         if not 0 < start_factor <= 1 or not 0 <= end_factor <= 1:
-            raise ValueError(f"LinearLR: expected 0 < start_factor <= 1 and 0 <= end_factor <= 1, got {start_factor}, {end_factor}")
+            raise ConfigError(f"LinearLR: expected 0 < start_factor <= 1 and 0 <= end_factor <= 1, got {start_factor}, {end_factor}")
         self.start_factor, self.end_factor, self.total_iters = float(start_factor), float(end_factor), int(total_iters)
         super().__init__(optimizer, last_epoch)
 

@@ -4,7 +4,7 @@ and state_dict/load_state_dict in PyTorch's layout."""
 import numpy as np
 
 from .. import backend
-from ..errors import CheckpointError
+from ..errors import ArgumentTypeError, CheckpointError, ConfigError
 from ..nn.parameter import Parameter
 
 
@@ -17,7 +17,7 @@ class Optimizer:
         self.state = {}
         params = list(params)
         if not params:
-            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+            raise ConfigError(f"{type(self).__name__}: got an empty parameter list")
         groups = params if isinstance(params[0], dict) else [{"params": params}]
         for group in groups:
             self.add_param_group(group)
@@ -29,10 +29,10 @@ class Optimizer:
         params = [params] if isinstance(params, Parameter) else list(params)
         for p in params:
             if not isinstance(p, Parameter):
-                raise TypeError(f"{type(self).__name__}: expected xpnn.nn.Parameter objects, got {type(p).__name__}")
+                raise ArgumentTypeError(f"{type(self).__name__}: expected xpnn.nn.Parameter objects, got {type(p).__name__}")
         known = {id(p) for g in self.param_groups for p in g["params"]}
         if any(id(p) in known for p in params):
-            raise ValueError(f"{type(self).__name__}: a parameter appears in more than one group")
+            raise ConfigError(f"{type(self).__name__}: a parameter appears in more than one group")
         group["params"] = params
         for key, value in self.defaults.items():
             group.setdefault(key, value)
@@ -121,9 +121,9 @@ def check_hyper(name, **values):
     """Reject negative learning rates, decay terms and epsilons with a message naming the value."""
     for key, value in values.items():
         if value < 0:
-            raise ValueError(f"{name}: expected {key} >= 0, got {value}")
+            raise ConfigError(f"{name}: expected {key} >= 0, got {value}")
 
 
 def check_beta(name, key, value):
     if not 0 <= value < 1:
-        raise ValueError(f"{name}: expected {key} in [0, 1), got {value}")
+        raise ConfigError(f"{name}: expected {key} in [0, 1), got {value}")

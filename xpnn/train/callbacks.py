@@ -3,6 +3,7 @@ they cost nothing inside the training step)."""
 
 import math
 
+from ..errors import ConfigError
 from .checkpoint import save_checkpoint
 
 
@@ -54,7 +55,7 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto", restore_best_weights=False):
         if mode not in ("auto", "min", "max"):
-            raise ValueError(f"EarlyStopping: expected mode 'auto', 'min' or 'max', got {mode!r}")
+            raise ConfigError(f"EarlyStopping: expected mode 'auto', 'min' or 'max', got {mode!r}")
         if mode == "auto":
             mode = "max" if "acc" in monitor else "min"
         self.monitor, self.patience, self.min_delta, self.mode = monitor, int(patience), abs(float(min_delta)), mode
@@ -77,7 +78,7 @@ class EarlyStopping(Callback):
 
     def on_epoch_end(self, epoch, logs):
         if self.monitor not in logs:
-            raise ValueError(f"EarlyStopping: monitor {self.monitor!r} is not among this epoch's values {sorted(logs)}; pass valid= to fit for val_* values")
+            raise ConfigError(f"EarlyStopping: monitor {self.monitor!r} is not among this epoch's values {sorted(logs)}; pass valid= to fit for val_* values")
         value = float(logs[self.monitor])
         if math.isfinite(value) and self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import random as xpnn_random
 from ..errors import CheckpointError
-from .files import atomic_write
+from ..files import atomic_write
 
 FORMAT = "xpnn-checkpoint"
 VERSION = 1

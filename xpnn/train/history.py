@@ -4,7 +4,7 @@ import json
 import math
 from pathlib import Path
 
-from .files import write_json
+from ..files import write_json
 
 KEYS = ("loss", "acc", "val_loss", "val_acc", "epoch_time", "lr")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write
+from ..files import atomic_write
 from .metrics import confusion_matrix  # noqa: F401  (re-exported: xpnn.train.plot.confusion_matrix)
 
 INSTALL_HINT = "pip install 'xpnn[plot]' (or pip install matplotlib)"

@@ -14,7 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import backend, nn
-from ..errors import NonFiniteLossError
+from ..errors import ConfigError, NonFiniteLossError
 from .checkpoint import restore as restore_checkpoint
 from .history import History
 from .metrics import METRICS
@@ -36,20 +36,20 @@ class Trainer:
         self.loss_fn = nn.CrossEntropyLoss() if loss_fn is None else loss_fn
         reduction = getattr(self.loss_fn, "reduction", "mean")
         if reduction not in ("mean", "sum"):
-            raise ValueError(f"Trainer: expected a loss with reduction 'mean' or 'sum', got {reduction!r}")
+            raise ConfigError(f"Trainer: expected a loss with reduction 'mean' or 'sum', got {reduction!r}")
         self._loss_weighted = reduction == "mean"
         metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
         unknown = [m for m in metrics if m not in METRICS]
         if unknown:
-            raise ValueError(f"Trainer: unknown metric {unknown[0]!r}; expected one of: {', '.join(METRICS)}")
+            raise ConfigError(f"Trainer: unknown metric {unknown[0]!r}; expected one of: {', '.join(METRICS)}")
         self._count = METRICS["accuracy"][1] if "accuracy" in metrics else None
         self.metrics = metrics
         self.scheduler = scheduler
         if scheduler_interval not in ("epoch", "step"):
-            raise ValueError(f"Trainer: expected scheduler_interval 'epoch' or 'step', got {scheduler_interval!r}")
+            raise ConfigError(f"Trainer: expected scheduler_interval 'epoch' or 'step', got {scheduler_interval!r}")
         self.scheduler_interval = scheduler_interval
         if int(log_every) < 1:
-            raise ValueError(f"Trainer: expected log_every >= 1, got {log_every}")
+            raise ConfigError(f"Trainer: expected log_every >= 1, got {log_every}")
         self.log_every = int(log_every)
         self.verbose = verbose
         self.history = History()
