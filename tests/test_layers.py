@@ -8,7 +8,7 @@ import pytest
 import xpnn
 from xpnn import backend as xb
 from xpnn import nn
-from xpnn.errors import DeviceError, DTypeError, ShapeError
+from xpnn.errors import ConfigError, DeviceError, DTypeError, ShapeError
 
 from gradcheck import check_layer
 
@@ -145,7 +145,7 @@ def test_linear_inits(init, expected_std):
 
 
 def test_unknown_init_is_rejected():
-    with pytest.raises(ValueError, match="init: expected one of he, xavier, normal, got 'glorot'"):
+    with pytest.raises(ConfigError, match="init: expected one of he, xavier, normal, got 'glorot'"):
         nn.Linear(3, 2, init="glorot")
 
 

@@ -6,7 +6,7 @@ import pytest
 import xpnn
 from xpnn import backend as xb
 from xpnn import nn
-from xpnn.errors import CheckpointError
+from xpnn.errors import ArgumentTypeError, CheckpointError
 
 
 def _mlp(device="cpu", seed=0):
@@ -91,7 +91,7 @@ def test_sequential_indexing_and_append():
 
 
 def test_sequential_rejects_non_modules():
-    with pytest.raises(TypeError, match="Sequential: expected Module instances, got ufunc at position 1"):
+    with pytest.raises(ArgumentTypeError, match="Sequential: expected Module instances, got ufunc at position 1"):
         nn.Sequential(nn.Linear(2, 2), np.tanh)
 
 

@@ -1,6 +1,6 @@
 """Fused NumPy elementwise kernels compiled by Numba: one pass over the arrays where the ufunc
 version makes several (a dozen for Adam), each reading and writing whole arrays. Single-threaded,
-for the reasons given in ``cpu_windows``."""
+for the reasons given in ``numba_windows``; what the passes saved is in ``bench/NOTES.md``."""
 
 import numba
 import numpy as np

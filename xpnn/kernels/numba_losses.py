@@ -1,6 +1,7 @@
 """Softmax cross-entropy with integer labels for NumPy, compiled by Numba: one pass over each row
 of logits gives its loss and its probabilities, where the ufunc version makes a dozen calls on
-small arrays whose overhead is most of a small model's loss time. Single-threaded."""
+small arrays whose overhead is most of a small model's loss time (``bench/NOTES.md``).
+Single-threaded."""
 
 import numba
 import numpy as np

@@ -1,12 +1,11 @@
 """Window loops for NumPy compiled by Numba: im2col, col2im, and the max pool over tiling windows.
 im2col: one pass instead of a NumPy call per kernel offset, which Conv2d's pieces of a few output
-rows could not afford (and 6% faster on a whole LeNet step). col2im: the portable version adds
+rows could not afford (and faster on a whole LeNet step too). col2im: the portable version adds
 one strided slice per kernel offset, reading and writing the whole image each time; this loop
-makes one pass over the window buffer while one channel of the image stays in cache (2-3x faster
-on LeNet's second layer, on par on its first). Max pool: one pass over the input instead of a
-compare, a maximum and a mask per window element (5x faster on LeNet's pools).
+makes one pass over the window buffer while one channel of the image stays in cache. Max pool:
+one pass over the input instead of a compare, a maximum and a mask per window element.
 Single-threaded on purpose: waking a thread pool per call cost more than it saved, and spinning
-OpenMP workers starved OpenBLAS's threads (MLP steps about 18x slower)."""
+OpenMP workers starved OpenBLAS's threads. The measurements are in ``bench/NOTES.md``."""
 
 import numba
 import numpy as np

@@ -26,8 +26,20 @@ class ReLU(Module):
 
 
 class LeakyReLU(Module):
-    """x where x > 0, else negative_slope * x (PyTorch's default slope 0.01); the slope per
-    element is cached as an array, so forward and backward are one multiply each."""
+    """Applies the leaky rectified linear unit elementwise: ``x`` where ``x > 0``, else
+    ``negative_slope * x``.
+
+    Forward builds the per-element factor (exactly 1 or the slope) by arithmetic on a 0/1 mask,
+    not ``where``, and caches it, so forward and backward are one multiply each. A NaN input
+    gives a NaN output.
+
+    Args:
+        negative_slope: the factor applied where ``x <= 0``. Default 0.01, as in PyTorch.
+
+    Shape:
+        - Input: ``(*)``, any shape.
+        - Output: ``(*)``, the input's shape.
+    """
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
@@ -47,7 +59,15 @@ class LeakyReLU(Module):
 
 
 class Sigmoid(Module):
-    """1 / (1 + exp(-x)) without overflow for any float; backward uses the cached output."""
+    """Applies the logistic sigmoid elementwise: ``1 / (1 + exp(-x))``.
+
+    Computed without overflow for any float (``exp`` is only taken of ``-|x|``); backward is
+    ``grad * y * (1 - y)`` from the cached output.
+
+    Shape:
+        - Input: ``(*)``, any shape.
+        - Output: ``(*)``, the input's shape, values in [0, 1].
+    """
 
     def forward(self, x):
         self._y = F.sigmoid(x)
@@ -58,7 +78,14 @@ class Sigmoid(Module):
 
 
 class Tanh(Module):
-    """tanh(x); backward is grad * (1 - y^2)."""
+    """Applies the hyperbolic tangent elementwise: ``tanh(x)``.
+
+    Backward is ``grad * (1 - y^2)`` from the cached output.
+
+    Shape:
+        - Input: ``(*)``, any shape.
+        - Output: ``(*)``, the input's shape, values in [-1, 1].
+    """
 
     def forward(self, x):
         self._y = backend.namespace_of(x).tanh(x)
@@ -69,7 +96,21 @@ class Tanh(Module):
 
 
 class GELU(Module):
-    """x * Phi(x); ``approximate="tanh"`` gives PyTorch's tanh approximation."""
+    """Applies the Gaussian error linear unit elementwise: ``x * Phi(x)``, Phi the standard
+    normal CDF.
+
+    The exact form evaluates ``erf`` portably (``xpnn.functional.erf``, relative error below
+    1.2e-7, float32 round-off), since the Array API has no ``erf``. The input is cached and
+    backward evaluates the derivative of the same form.
+
+    Args:
+        approximate: "none" (default) for the erf form, or "tanh" for PyTorch's approximation
+            ``0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))``.
+
+    Shape:
+        - Input: ``(*)``, any shape.
+        - Output: ``(*)``, the input's shape.
+    """
 
     def __init__(self, approximate="none"):
         super().__init__()
@@ -89,7 +130,20 @@ class GELU(Module):
 
 
 class Softmax(Module):
-    """Softmax over ``dim`` (the last axis by default, so each row of a batch sums to one)."""
+    """Applies softmax along one dimension: ``exp(x_i) / sum_j exp(x_j)``.
+
+    The input is shifted by its maximum along ``dim`` first, so large logits do not overflow.
+    Backward is ``y * (grad - sum(grad * y))`` from the cached output. For a classifier's loss
+    use CrossEntropyLoss on the logits instead: it fuses the log and stays accurate when a
+    probability underflows.
+
+    Args:
+        dim: the dimension whose entries sum to one. Default -1, the last.
+
+    Shape:
+        - Input: ``(*)``, any shape.
+        - Output: ``(*)``, the input's shape, values in [0, 1].
+    """
 
     def __init__(self, dim=-1):
         super().__init__()
@@ -108,7 +162,18 @@ class Softmax(Module):
 
 
 class LogSoftmax(Module):
-    """log(softmax(x)) over ``dim``, computed stably."""
+    """Applies log(softmax(x)) along one dimension, computed as ``x - logsumexp(x)``.
+
+    Stable for large logits (no softmax is formed and then logged). Its output is what NLLLoss
+    expects; backward is ``grad - exp(y) * sum(grad)`` from the cached output.
+
+    Args:
+        dim: the dimension along which softmax is taken. Default -1, the last.
+
+    Shape:
+        - Input: ``(*)``, any shape.
+        - Output: ``(*)``, the input's shape, values in [-inf, 0].
+    """
 
     def __init__(self, dim=-1):
         super().__init__()

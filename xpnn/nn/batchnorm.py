@@ -119,14 +119,72 @@ class _BatchNorm(Module):
 
 
 class BatchNorm1d(_BatchNorm):
-    """Batch normalisation of (N, C) or (N, C, L) input over the batch (and length) axis."""
+    """Applies batch normalisation to (N, C) or (N, C, L) input, per channel.
+
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias``, the statistics taken per channel over
+    the batch (and length) axis: the batch's mean and biased variance in training mode, the
+    running estimates in eval mode. Defaults and update rules are PyTorch's (see ``_BatchNorm``).
+    Training needs more than one value per channel.
+
+    Args:
+        num_features: C, the number of channels.
+        eps: added to the variance before its square root. Default 1e-5.
+        momentum: weight of the newest batch in the running estimates,
+            ``running += momentum * (batch - running)``; None for a cumulative average.
+            Default 0.1.
+        affine: learn a per-channel scale and shift. Default True.
+        track_running_stats: keep running estimates for eval mode; without them batch
+            statistics are used in both modes. Default True.
+        dtype: float32 (default), float64 or float16.
+        xp: the device or namespace to create the parameters and buffers on (default: NumPy).
+
+    Shape:
+        - Input: ``(N, C)`` or ``(N, C, L)``.
+        - Output: the input's shape.
+
+    Attributes:
+        weight: ``(num_features,)``, ones at first, or None without ``affine``.
+        bias: ``(num_features,)``, zeros at first, or None without ``affine``.
+        running_mean: buffer ``(num_features,)``, zeros at first, or None without
+            ``track_running_stats``; likewise ``running_var`` (ones) and
+            ``num_batches_tracked`` (a 0-d int64 count).
+    """
 
     ndims = (2, 3)
     layout = "(N, {C}) or (N, {C}, L)"
 
 
 class BatchNorm2d(_BatchNorm):
-    """Batch normalisation of (N, C, H, W) input per channel, over the batch and both spatial axes."""
+    """Applies batch normalisation to (N, C, H, W) input, per channel.
+
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias``, the statistics taken per channel over
+    the batch and both spatial axes: the batch's mean and biased variance in training mode, the
+    running estimates in eval mode. Defaults and update rules are PyTorch's (see ``_BatchNorm``).
+    Training needs more than one value per channel.
+
+    Args:
+        num_features: C, the number of channels.
+        eps: added to the variance before its square root. Default 1e-5.
+        momentum: weight of the newest batch in the running estimates,
+            ``running += momentum * (batch - running)``; None for a cumulative average.
+            Default 0.1.
+        affine: learn a per-channel scale and shift. Default True.
+        track_running_stats: keep running estimates for eval mode; without them batch
+            statistics are used in both modes. Default True.
+        dtype: float32 (default), float64 or float16.
+        xp: the device or namespace to create the parameters and buffers on (default: NumPy).
+
+    Shape:
+        - Input: ``(N, C, H, W)``.
+        - Output: the input's shape.
+
+    Attributes:
+        weight: ``(num_features,)``, ones at first, or None without ``affine``.
+        bias: ``(num_features,)``, zeros at first, or None without ``affine``.
+        running_mean: buffer ``(num_features,)``, zeros at first, or None without
+            ``track_running_stats``; likewise ``running_var`` (ones) and
+            ``num_batches_tracked`` (a 0-d int64 count).
+    """
 
     ndims = (4,)
     layout = "(N, {C}, H, W)"

@@ -6,6 +6,9 @@ from .module import Module
 
 
 class _DropoutBase(Module):
+    """Shared by Dropout and Dropout2d: a 0/1 mask scaled by 1/(1-p), drawn each training forward
+    in the input's dtype and multiplied in (backward multiplies by the same mask)."""
+
     def __init__(self, p=0.5, generator=None):
         super().__init__()
         if not 0 <= p < 1:
@@ -35,14 +38,41 @@ class _DropoutBase(Module):
 
 
 class Dropout(_DropoutBase):
-    """Zero each element with probability ``p`` in training mode; identity in eval mode."""
+    """Zeroes each element with probability ``p`` while training, and scales the rest by 1/(1-p).
+
+    The scaling keeps each element's expected value, so in eval mode (``model.eval()``) the layer
+    is the identity. A new mask is drawn each training forward (uniform numbers on the input's
+    device compared with ``p``) and backward multiplies the gradient by the same mask.
+
+    Args:
+        p: probability of zeroing an element, in [0, 1). Default 0.5.
+        generator: a ``numpy.random.Generator`` for the masks (default: xpnn's, seeded by
+            ``xpnn.manual_seed``).
+
+    Shape:
+        - Input: ``(*)``, any shape.
+        - Output: ``(*)``, the input's shape.
+    """
 
     def _mask_shape(self, x):
         return tuple(x.shape)
 
 
 class Dropout2d(_DropoutBase):
-    """Zero whole channels of an (N, C, H, W) input with probability ``p``."""
+    """Zeroes whole channels with probability ``p`` while training, and scales the rest by 1/(1-p).
+
+    One draw per (image, channel) pair: neighbouring pixels of a feature map are strongly
+    correlated, so dropping single pixels regularises convolutions little. Identity in eval mode.
+
+    Args:
+        p: probability of zeroing a channel, in [0, 1). Default 0.5.
+        generator: a ``numpy.random.Generator`` for the masks (default: xpnn's, seeded by
+            ``xpnn.manual_seed``).
+
+    Shape:
+        - Input: ``(N, C, H, W)``.
+        - Output: ``(N, C, H, W)``, the input's shape.
+    """
 
     def _mask_shape(self, x):
         if x.ndim != 4:

@@ -6,7 +6,20 @@ from .module import Module
 
 
 class Flatten(Module):
-    """Reshape (N, C, H, W) to (N, C*H*W) by default, like ``torch.nn.Flatten``."""
+    """Flattens the dimensions ``start_dim`` to ``end_dim`` into one, like ``torch.nn.Flatten``.
+
+    By default (N, C, H, W) images become (N, C*H*W) vectors for a Linear layer. Forward and
+    backward are reshapes; on NumPy and CuPy a batch-last Conv2d output flattens without a copy.
+
+    Args:
+        start_dim: first dimension to flatten; negative counts from the end. Default 1.
+        end_dim: last dimension to flatten; negative counts from the end. Default -1.
+
+    Shape:
+        - Input: ``(*, S_start, ..., S_end, *)``, where both dimensions exist and ``start_dim``
+          does not come after ``end_dim`` (a ShapeError otherwise).
+        - Output: ``(*, S_start * ... * S_end, *)``.
+    """
 
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()

@@ -4,6 +4,7 @@ and dtype starts from the same numbers."""
 import math
 
 from .. import random
+from ..errors import ConfigError
 
 INITS = ("he", "xavier", "normal")
 
@@ -19,4 +20,4 @@ def initial_weight(shape, fan_in, fan_out, init="he", generator=None):
         return rng.uniform(-bound, bound, size=shape)
     if init == "normal":
         return rng.normal(0.0, 0.01, size=shape)
-    raise ValueError(f"init: expected one of {', '.join(INITS)}, got {init!r}")
+    raise ConfigError(f"init: expected one of {', '.join(INITS)}, got {init!r}")

@@ -8,8 +8,30 @@ from .parameter import Parameter
 
 
 class Linear(Module):
-    """y = x @ weight + bias, with ``weight`` of shape (in_features, out_features) as in the seeds.
-    Inputs may have any leading dimensions (..., in_features)."""
+    """Applies an affine map to the last dimension: ``y = x @ weight + bias``.
+
+    ``weight`` is stored as (in_features, out_features), the seeds' layout, so forward is one GEMM
+    with no transpose (PyTorch stores the transpose). Backward adds ``x^T @ grad`` and the summed
+    gradient to the parameters and returns ``grad @ weight^T``; when the input was a transposed
+    buffer (a flattened batch-last Conv2d output) the returned gradient has the same memory order.
+
+    Args:
+        in_features: size of each input vector.
+        out_features: size of each output vector.
+        bias: learn an additive bias. Default True.
+        init: weight initialisation, "he" (default), "xavier" or "normal" (see ``nn.init``).
+        dtype: float32 (default), float64 or float16.
+        xp: the device or namespace to create the parameters on (default: NumPy).
+        generator: a ``numpy.random.Generator`` for the initial weights (default: xpnn's).
+
+    Shape:
+        - Input: ``(*, in_features)``, any number of leading dimensions.
+        - Output: ``(*, out_features)``.
+
+    Attributes:
+        weight: ``(in_features, out_features)``.
+        bias: ``(out_features,)``, zeros at first, or None.
+    """
 
     def __init__(self, in_features, out_features, bias=True, init="he", dtype=None, xp=None, generator=None):
         super().__init__(xp)
@@ -55,7 +77,12 @@ class Linear(Module):
 
 
 class Identity(Module):
-    """Returns its input unchanged (a placeholder, as in PyTorch)."""
+    """Returns its input unchanged, and the gradient unchanged: a placeholder, as in PyTorch.
+
+    Shape:
+        - Input: ``(*)``, any shape.
+        - Output: ``(*)``, the input itself.
+    """
 
     def forward(self, x):
         return x

@@ -9,6 +9,8 @@ REDUCTIONS = ("mean", "sum", "none")
 
 
 class _Loss(Module):
+    """Shared by the losses: the ``reduction`` and the upstream factor of ``backward(grad)``."""
+
     def __init__(self, reduction="mean"):
         super().__init__()
         if reduction not in REDUCTIONS:
@@ -63,9 +65,30 @@ def _is_integer(array):
 
 
 class CrossEntropyLoss(_Loss):
-    """Softmax cross-entropy on logits (N, C), fused with log-softmax. Targets are integer class
-    labels (N,) or class probabilities / one-hot rows (N, C) of the input's float dtype;
-    ``label_smoothing`` mixes the target with the uniform distribution, as in PyTorch."""
+    """Computes the cross-entropy between the softmax of logits and class targets.
+
+    Fused with log-softmax: the loss of a row is ``-sum(t * log_softmax(x))`` for a target
+    distribution ``t`` and its gradient ``softmax(x) * sum(t) - t``, so no probability is logged.
+    With integer labels and no smoothing, ``xpnn.ops.softmax_cross_entropy`` computes it (one
+    compiled pass each way on NumPy and CUDA). Probabilities below the dtype's smallest normal
+    number are flushed to zero in the gradient: subnormal gradients slow every GEMM below. On
+    NumPy a label outside [0, C) raises a ShapeError; elsewhere it is not checked (reading the
+    labels back would stall the step) and, without label smoothing, gives its row a NaN loss.
+    There is no ``weight`` or ``ignore_index``.
+
+    Args:
+        reduction: "mean" (default) over the N rows, "sum", or "none" for the per-row losses.
+        label_smoothing: in [0, 1]; the target becomes ``(1 - s) * t + s / C``, as in PyTorch.
+            Default 0.
+
+    Shape:
+        - Input: ``(N, C)`` logits, of a floating dtype.
+        - Target: ``(N,)`` integer class labels in [0, C), or ``(N, C)`` class probabilities
+          (one-hot rows included) of the input's dtype.
+        - Output: a 0-d array, or ``(N,)`` with ``reduction="none"``. ``backward(grad=None)``
+          returns the ``(N, C)`` gradient of the logits; ``grad`` is the upstream gradient of
+          the output (0-d, or ``(N,)`` with ``reduction="none"``), 1 when omitted.
+    """
 
     def __init__(self, reduction="mean", label_smoothing=0.0):
         super().__init__(reduction)
@@ -116,7 +139,21 @@ class CrossEntropyLoss(_Loss):
 
 
 class NLLLoss(_Loss):
-    """Negative log-likelihood of integer labels given log-probabilities (N, C), e.g. LogSoftmax output."""
+    """Computes the negative log-likelihood of integer class labels given log-probabilities.
+
+    The loss of row i is ``-input[i, target[i]]``; with LogSoftmax before it this is
+    CrossEntropyLoss, computed in two layers. On NumPy a label outside [0, C) raises a
+    ShapeError; elsewhere it gives its row a NaN loss. There is no ``weight`` or ``ignore_index``.
+
+    Args:
+        reduction: "mean" (default) over the N rows, "sum", or "none" for the per-row losses.
+
+    Shape:
+        - Input: ``(N, C)`` log-probabilities.
+        - Target: ``(N,)`` integer class labels in [0, C).
+        - Output: a 0-d array, or ``(N,)`` with ``reduction="none"``; ``backward(grad=None)``
+          returns the ``(N, C)`` gradient of the input.
+    """
 
     def forward(self, input, target):
         xp = backend.namespace_of(input)
@@ -135,7 +172,18 @@ class NLLLoss(_Loss):
 
 
 class MSELoss(_Loss):
-    """Mean squared error over every element, like ``torch.nn.MSELoss``."""
+    """Computes the squared error ``(input - target)^2`` of every element, like ``torch.nn.MSELoss``.
+
+    Args:
+        reduction: "mean" (default) over all elements, "sum", or "none" for the elementwise
+            errors.
+
+    Shape:
+        - Input: ``(*)``, any shape, of a floating dtype.
+        - Target: ``(*)``, the input's shape and dtype.
+        - Output: a 0-d array, or ``(*)`` with ``reduction="none"``; ``backward(grad=None)``
+          returns the gradient of the input, ``2 * (input - target)`` times the upstream factor.
+    """
 
     def forward(self, input, target):
         xp = self._check_pair(input, target)
@@ -148,7 +196,21 @@ class MSELoss(_Loss):
 
 
 class BCEWithLogitsLoss(_Loss):
-    """Binary cross-entropy on logits: max(x, 0) - x*y + log(1 + exp(-|x|)), stable for any |x|."""
+    """Computes the binary cross-entropy between the sigmoid of logits and targets.
+
+    Each element's loss is written ``max(x, 0) - x*y + log(1 + exp(-|x|))``, which never
+    overflows and stays accurate for large ``|x|``, where BCELoss on a sigmoid would saturate;
+    its gradient is ``sigmoid(x) - y``. There is no ``weight`` or ``pos_weight``.
+
+    Args:
+        reduction: "mean" (default) over all elements, "sum", or "none" for the elementwise
+            losses.
+
+    Shape:
+        - Input: ``(*)`` logits, any shape, of a floating dtype.
+        - Target: ``(*)``, the input's shape and dtype, values in [0, 1].
+        - Output: a 0-d array, or ``(*)`` with ``reduction="none"``.
+    """
 
     def forward(self, input, target):
         xp = self._check_pair(input, target)
@@ -161,8 +223,22 @@ class BCEWithLogitsLoss(_Loss):
 
 
 class BCELoss(_Loss):
-    """Binary cross-entropy on probabilities; logs are clamped at -100 as in PyTorch, so p = 0 or 1
-    gives a finite loss."""
+    """Computes the binary cross-entropy between probabilities and targets:
+    ``-(y * log(p) + (1 - y) * log(1 - p))``.
+
+    Both logs are clamped at -100, as in PyTorch, so p = 0 or 1 gives a finite loss; backward
+    divides by ``p * (1 - p)`` clamped at 1e-12 for the same reason. Prefer BCEWithLogitsLoss on
+    logits: it stays accurate where a sigmoid saturates. There is no ``weight``.
+
+    Args:
+        reduction: "mean" (default) over all elements, "sum", or "none" for the elementwise
+            losses.
+
+    Shape:
+        - Input: ``(*)`` probabilities in [0, 1], any shape, of a floating dtype.
+        - Target: ``(*)``, the input's shape and dtype, values in [0, 1].
+        - Output: a 0-d array, or ``(*)`` with ``reduction="none"``.
+    """
 
     def forward(self, input, target):
         xp = self._check_pair(input, target)

@@ -5,14 +5,22 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import backend
-from ..errors import CheckpointError
+from ..errors import ArgumentTypeError, CheckpointError
 from .parameter import Parameter
 
 
 class Module:
-    """A layer or a model: ``forward`` computes outputs and caches what ``backward`` needs;
-    ``backward`` takes the gradient of the outputs, accumulates parameter gradients into
-    ``Parameter.grad`` and returns the gradient of the inputs."""
+    """Base class of every layer and model.
+
+    ``forward`` computes the outputs and caches what ``backward`` needs; ``backward`` takes the
+    gradient of the outputs, accumulates parameter gradients into ``Parameter.grad`` and returns
+    the gradient of the inputs (there is no autograd). Parameters and submodules assigned as
+    attributes, and arrays given to ``register_buffer``, are registered, so ``parameters()``,
+    ``state_dict()``, ``to()`` and ``train()``/``eval()`` reach them, as in PyTorch.
+
+    Args:
+        xp: the device or namespace the module's parameters live on (default: NumPy).
+    """
 
     def __init__(self, xp=None):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -200,7 +208,20 @@ def _check_shape(name, expected, value):
 
 
 class Sequential(Module):
-    """Modules applied in order; backward runs them in reverse."""
+    """Applies modules in order; backward runs them in reverse.
+
+    The modules are named "0", "1", ... or by the keys of one ``OrderedDict`` argument. The
+    container takes its namespace from the first module. Indexing returns a module, a slice a
+    new Sequential of the same module objects; ``append`` adds one at the end.
+
+    Args:
+        *modules: the Module instances, in order, or one ``OrderedDict`` of name -> Module. An
+            argument that is not a Module raises an ``ArgumentTypeError`` (a TypeError).
+
+    Shape:
+        - Input: what the first module accepts.
+        - Output: what the last module returns.
+    """
 
     def __init__(self, *modules):
         super().__init__()
@@ -210,7 +231,7 @@ class Sequential(Module):
             items = ((str(i), m) for i, m in enumerate(modules))
         for name, module in items:
             if not isinstance(module, Module):
-                raise TypeError(f"Sequential: expected Module instances, got {type(module).__name__} at position {name}")
+                raise ArgumentTypeError(f"Sequential: expected Module instances, got {type(module).__name__} at position {name}")
             setattr(self, name, module)
         if self._modules:
             object.__setattr__(self, "xp", next(iter(self._modules.values())).xp)

@@ -4,12 +4,16 @@ from .. import backend
 
 
 class Parameter:
-    """Holds ``data`` and a same-shaped ``grad`` (zeros until a backward pass adds to it).
+    """A trainable array: ``data`` and the same-shaped ``grad`` that backward passes add to.
 
-    ``zero_grad`` only marks the gradient as zero; the next ``accumulate_grad`` then takes its
-    array as the gradient instead of adding it to a zero-filled buffer (PyTorch gets the same
-    saving from ``set_to_none``), so a step neither fills nor re-reads the gradients. Reading
-    ``grad`` while it is marked zero fills it with zeros first, so it always reads as expected."""
+    Assigned as a Module attribute it is registered (``parameters()``, ``state_dict()``).
+    ``zero_grad`` only marks the gradient zero: the next ``accumulate_grad`` takes its array as
+    the gradient instead of adding it to a zero-filled buffer (PyTorch's ``set_to_none``
+    saving), and reading ``grad`` while marked fills it with zeros first.
+
+    Args:
+        data: the array, on the backend and device of the module that owns it.
+    """
 
     __slots__ = ("data", "_grad", "_grad_is_zero")
 

@@ -80,8 +80,24 @@ class MaxPool2d(_Pool2d):
 
 
 class AvgPool2d(_Pool2d):
-    """Mean over each window; ``stride`` defaults to ``kernel_size``; zero padding counted in the
-    divisor (``count_include_pad=True``, PyTorch's default) unless ``count_include_pad=False``."""
+    """Applies 2-D average pooling over a batch of images.
+
+    Each output is the mean of its window, summed over the KH*KW strided views of the zero-padded
+    input (see the module docstring); backward adds each output's share of the gradient back
+    through the same views.
+
+    Args:
+        kernel_size: the window size, an int or an (h, w) pair.
+        stride: the window step, an int or an (h, w) pair. Default: ``kernel_size``.
+        padding: zero padding on both sides, at most half the kernel. Default 0.
+        count_include_pad: count the padding zeros in each window's divisor (PyTorch's
+            default); when False, divide by the number of input pixels in the window. Default True.
+
+    Shape:
+        - Input: ``(N, C, H, W)``.
+        - Output: ``(N, C, OH, OW)``,
+          ``OH = (H + 2*padding[0] - kernel_size[0]) // stride[0] + 1``, and likewise OW.
+    """
 
     def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
         super().__init__(kernel_size, stride, padding)
@@ -132,10 +148,21 @@ def _adaptive_matrix(in_size, out_size):
 
 
 class AdaptiveAvgPool2d(Module):
-    """Average pooling to a fixed ``output_size`` (an int, or an (h, w) pair whose entries may be
-    None for "same as the input"), whatever the input size. ``AdaptiveAvgPool2d(1)`` is global
-    average pooling: (N, C, H, W) -> (N, C, 1, 1). General sizes use PyTorch's windows, applied
-    as two small averaging matrices: ``out = A_h @ x @ A_w^T``."""
+    """Applies 2-D average pooling to a fixed output size, whatever the input size.
+
+    Output row i averages input rows ``floor(i*H/OH)`` to ``ceil((i+1)*H/OH) - 1`` (PyTorch's
+    windows), and likewise columns, applied as two small averaging matrices:
+    ``out = A_h @ x @ A_w^T``, and backward ``A_h^T @ grad @ A_w``. ``AdaptiveAvgPool2d(1)`` is
+    global average pooling, a plain mean over H and W.
+
+    Args:
+        output_size: (OH, OW): an int for both, or a pair whose entries may be None for "the
+            input's size".
+
+    Shape:
+        - Input: ``(N, C, H, W)``.
+        - Output: ``(N, C, OH, OW)``.
+    """
 
     def __init__(self, output_size):
         super().__init__()
