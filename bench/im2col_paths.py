@@ -1,5 +1,5 @@
 """Which window layout and which copies make im2col and col2im fastest on NumPy? Times, side by
-side (alternating, median of 40): im2col batch-last as xpnn does it (``F.im2col_batch_last``:
+side (alternating, median of 40): im2col batch-last as xpnn does it (``xpnn.ops.windows.im2col_batch_last``:
 one compiled pass), the same by the portable loop (KH*KW strided copies of OW*N-long runs), by
 one ``as_strided`` view of all windows copied once, and batch-first as Chainer lays it out
 (KH*KW copies of OW-long runs; xpnn's layout before); and col2im, batch-last, compiled (Numba)
@@ -18,7 +18,7 @@ from numpy.lib.stride_tricks import as_strided
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.timing import alternate, median  # noqa: E402
-from xpnn import functional as F  # noqa: E402
+from xpnn.ops import windows as W  # noqa: E402
 
 CASES = [  # (N, C, H, W), kernel, padding, input layout
     ((128, 1, 28, 28), 5, 2, "NCHW"),  # LeNet conv1
@@ -32,7 +32,7 @@ def batch_first(x, k, p):
     """The (C, KH, KW, N, OH, OW) buffer from the padded (C, N, Hp, Wp) image."""
     n, c, h, w = x.shape
     oh, ow = h + 2 * p - k + 1, w + 2 * p - k + 1
-    image = F.pad2d(np.permute_dims(x, (1, 0, 2, 3)), p)
+    image = W.pad2d(np.permute_dims(x, (1, 0, 2, 3)), p)
     buf = np.empty((c, k, k, n, oh, ow), dtype=x.dtype)
     for i in range(k):
         for j in range(k):
@@ -42,16 +42,16 @@ def batch_first(x, k, p):
 
 def portable(x, k, p):
     """The batch-last buffer by the portable loop: one strided copy per kernel offset."""
-    image = F.padded_batch_last(x, (p, p))
+    image = W.padded_batch_last(x, (p, p))
     c, hp, wp, n = image.shape
     oh, ow = hp - k + 1, wp - k + 1
     out = np.empty((c, k, k, oh, ow, n), dtype=x.dtype)
-    return F._im2col_rows_portable(image, (k, k), (1, 1), (1, 1), (0, oh), ow, out).reshape(c * k * k, -1)
+    return W.im2col_rows_portable(image, (k, k), (1, 1), (1, 1), (0, oh), ow, out).reshape(c * k * k, -1)
 
 
 def strided(x, k, p):
     """The batch-last buffer as one as_strided view of the padded (C, Hp, Wp, N) image, copied once."""
-    image = F.padded_batch_last(x, (p, p))
+    image = W.padded_batch_last(x, (p, p))
     c, hp, wp, n = image.shape
     oh, ow = hp - k + 1, wp - k + 1
     s_c, s_h, s_w, s_n = image.strides
@@ -66,18 +66,18 @@ def main():
         x = rng.normal(size=shape).astype(np.float32)
         if layout == "batch-last":
             x = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
-        cols = F.im2col_batch_last(x, k, padding=p)
+        cols = W.im2col_batch_last(x, k, padding=p)
         np.testing.assert_array_equal(strided(x, k, p), cols)
         np.testing.assert_array_equal(portable(x, k, p), cols)
         padded = tuple(s + 2 * p for s in shape[2:])
         blocks = cols.reshape(shape[1], k, k, padded[0] - k + 1, padded[1] - k + 1, shape[0])
         tasks = {
-            "batch_last": lambda: F.im2col_batch_last(x, k, padding=p),
+            "batch_last": lambda: W.im2col_batch_last(x, k, padding=p),
             "portable": lambda: portable(x, k, p),
             "as_strided": lambda: strided(x, k, p),
             "batch_first": lambda: batch_first(x, k, p),
-            "col2im_compiled": lambda: F.col2im_batch_last(cols, shape, k, padding=p),
-            "col2im_portable": lambda: F._col2im_image(blocks, padded, (1, 1), (1, 1)),
+            "col2im_compiled": lambda: W.col2im_batch_last(cols, shape, k, padding=p),
+            "col2im_portable": lambda: W.col2im_image_portable(blocks, padded, (1, 1), (1, 1)),
         }
         for fn in tasks.values():
             fn()

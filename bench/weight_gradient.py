@@ -1,7 +1,7 @@
 """Is Conv2d's weight gradient faster on NumPy summed over pixel pieces than as one GEMM? The
 product is (K window rows x P pixels) @ (P x O output channels): with a small K*O output and a long
 P it is thin, and OpenBLAS runs it several times slower per element than pieces small enough for
-its small-matrix path (``xpnn.nn.conv._WEIGHT_GRADIENT_PIECE``). Times, side by side (alternating,
+its small-matrix path (``xpnn.ops.conv.WEIGHT_GRADIENT_PIECE``). Times, side by side (alternating,
 median), the whole product, pieces of several sizes, and what Conv2d does. Run from the repository
 root: ``python bench/weight_gradient.py``."""
 
@@ -13,7 +13,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.timing import alternate, median  # noqa: E402
-from xpnn.nn import conv  # noqa: E402
+from xpnn.ops import conv  # noqa: E402
 
 CASES = [  # (K, O, P, layer)
     (25, 6, 128 * 28 * 28, "LeNet conv1, batch 128"),
@@ -39,8 +39,8 @@ def main():
         cols = rng.normal(size=(1, k, p)).astype(np.float32)
         grad = rng.normal(size=(1, o, p)).astype(np.float32)
         whole = cols[0] @ grad[0].T
-        np.testing.assert_allclose(conv._weight_gradient(np, cols, grad)[0], whole, rtol=1e-3, atol=1e-2)
-        tasks = {"whole": lambda: cols[0] @ grad[0].T, "conv2d": lambda: conv._weight_gradient(np, cols, grad)}
+        np.testing.assert_allclose(conv.weight_gradient(np, cols, grad)[0], whole, rtol=1e-3, atol=1e-2)
+        tasks = {"whole": lambda: cols[0] @ grad[0].T, "conv2d": lambda: conv.weight_gradient(np, cols, grad)}
         tasks.update({f"pieces_{n}": (lambda n=n: pieces(cols[0], grad[0], n)) for n in PIECES})
         for fn in tasks.values():
             fn()

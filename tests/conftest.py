@@ -1,5 +1,7 @@
 """One ``backend`` fixture runs every layer, loss and optimizer test on NumPy, array_api_strict
-and CuPy (the last skipped cleanly where no GPU is present)."""
+(on its default device, and on a second device, "device1", where any array a layer creates on the
+default device instead fails the test: array_api_strict refuses to combine arrays of two devices)
+and CuPy (skipped cleanly where no GPU is present)."""
 
 from pathlib import Path
 
@@ -19,17 +21,23 @@ class Backend:
         self.name = name
         self.device = device
         self.xp = xb.resolve(device)
+        self.place = xb.resolve_device(device)
 
     def asarray(self, host, dtype=None):
         host = np.asarray(host)
         target = None if dtype is None else getattr(self.xp, np.dtype(dtype).name)
-        return xb.asarray(host, self.xp, target)
+        return xb.asarray(host, self.xp, target, self.place)
 
     def __repr__(self):
         return self.name
 
 
-BACKEND_DEVICES = {"numpy": "cpu", "array_api_strict": "array_api_strict", "cupy": "cuda"}
+BACKEND_DEVICES = {
+    "numpy": "cpu",
+    "array_api_strict": "array_api_strict",
+    "array_api_strict:device1": "array_api_strict:device1",
+    "cupy": "cuda",
+}
 
 
 @pytest.fixture(params=list(BACKEND_DEVICES))

@@ -123,11 +123,11 @@ def test_parity_with_numpy_float32(backend, rng):
     outputs = []
     for device in ("cpu", backend.device):
         layer = nn.BatchNorm2d(4, xp=device)
-        y_train = layer(xb.asarray(x, layer.xp))
-        g_train = layer.backward(xb.asarray(up, layer.xp))
+        y_train = layer(xb.asarray(x, layer.xp, None, layer.device))
+        g_train = layer.backward(xb.asarray(up, layer.xp, None, layer.device))
         layer.eval()
-        y_eval = layer(xb.asarray(x, layer.xp))
-        g_eval = layer.backward(xb.asarray(up, layer.xp))
+        y_eval = layer(xb.asarray(x, layer.xp, None, layer.device))
+        g_eval = layer.backward(xb.asarray(up, layer.xp, None, layer.device))
         assert all(a.dtype == layer.xp.float32 for a in (y_train, g_train, y_eval, g_eval, layer.running_var))
         outputs.append([xb.to_numpy(a) for a in (y_train, g_train, y_eval, g_eval, layer.weight.grad, layer.running_var)])
     for ref, got in zip(*outputs):

@@ -42,8 +42,8 @@ def batch(n=16, seed=0):
 def _step(model, images, labels):
     xp = model.xp
     loss_fn = nn.CrossEntropyLoss()
-    logits = model(xb.asarray(images, xp, xp.float32))
-    loss = loss_fn(logits, xb.asarray(labels, xp))
+    logits = model(xb.asarray(images, xp, xp.float32, model.device))
+    loss = loss_fn(logits, xb.asarray(labels, xp, None, model.device))
     model.zero_grad()
     grad_in = model.backward(loss_fn.backward())
     return logits, loss, grad_in

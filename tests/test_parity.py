@@ -34,7 +34,7 @@ def test_loss_and_gradients_match_numpy(backend, rng, loss_name):
         model = _model().to(device)
         xp = model.xp
         loss_fn = make_loss()
-        loss = loss_fn(model(xb.asarray(x, xp)), xb.asarray(target, xp))
+        loss = loss_fn(model(xb.asarray(x, xp, None, model.device)), xb.asarray(target, xp, None, model.device))
         gx = model.backward(loss_fn.backward())
         results[name] = (float(loss), xb.to_numpy(gx), [xb.to_numpy(p.grad) for p in model.parameters()])
     ref, got = results["numpy"], results[backend.name]
@@ -59,7 +59,7 @@ def test_training_steps_match_numpy(backend, rng, make_opt):
         model = _model().to(device)
         opt = make_opt(list(model.parameters()))
         loss_fn = nn.CrossEntropyLoss()
-        xd, yd = xb.asarray(x, model.xp), xb.asarray(y, model.xp)
+        xd, yd = xb.asarray(x, model.xp, None, model.device), xb.asarray(y, model.xp, None, model.device)
         for _ in range(5):
             loss_fn(model(xd), yd)
             opt.zero_grad()

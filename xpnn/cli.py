@@ -287,7 +287,7 @@ def _eval(args):
         raise CheckpointError(f"checkpoint {checkpoint.path} expects images of shape {tuple(config['image_shape'])}, the {test_set.name} test split has {tuple(x.shape[1:])}")
 
     logits = Trainer(model, None, verbose=False).predict(x, batch_size=EVAL_BATCH, logits=True)
-    loss = float(nn.CrossEntropyLoss()(logits, backend.asarray(y, xp)))
+    loss = float(nn.CrossEntropyLoss()(logits, backend.asarray(y, xp, device=model.device)))
     predicted = backend.to_numpy(xp.argmax(logits, axis=1))
     accuracy = float((predicted == y).mean())
     cm = confusion_matrix(y, predicted, config["num_classes"])

@@ -46,7 +46,7 @@ class _Model(nn.Sequential):
 
     def __init__(self, layers, xp):
         super().__init__(*layers)
-        self.to(backend.resolve(xp))
+        self.to(xp)
 
 
 class MLP(_Model):

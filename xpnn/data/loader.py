@@ -11,7 +11,7 @@ from ..errors import ConfigError, ShapeError
 class DataLoader:
     """Iterate over ``(xb, yb)`` batches of ``x`` and ``y`` (same length along axis 0) on ``device``.
 
-    ``device`` is a device string or namespace for :func:`xpnn.backend.resolve`; None keeps arrays
+    ``device`` is a device string, namespace or device for :func:`xpnn.backend.resolve`; None keeps arrays
     on their own backend (host data goes to NumPy). With ``shuffle``, every ``iter()`` starts a new
     epoch in a new order from a host generator seeded with ``seed`` (None: drawn from
     :func:`xpnn.random.default_generator`, so ``xpnn.random.manual_seed`` makes it reproducible).
@@ -24,8 +24,9 @@ class DataLoader:
         if device is None and hasattr(x, "__array_namespace__"):
             device = x
         self.xp = backend.resolve(device)
-        self.x = backend.asarray(x, self.xp)
-        self.y = backend.asarray(y, self.xp)
+        self.device = backend.resolve_device(device)
+        self.x = backend.asarray(x, self.xp, device=self.device)
+        self.y = backend.asarray(y, self.xp, device=self.device)
         if self.x.ndim == 0 or self.y.ndim == 0 or self.x.shape[0] != self.y.shape[0]:
             raise ShapeError(
                 f"DataLoader: expected x and y of the same length, got x of shape {tuple(self.x.shape)} and y of shape {tuple(self.y.shape)}"
@@ -52,7 +53,7 @@ class DataLoader:
         bounds = [(s, min(s + size, n)) for s in range(0, len(self) * size, size)]  # in-bounds stops, as the standard requires
         if not self.shuffle:
             return ((self.x[a:b, ...], self.y[a:b, ...]) for a, b in bounds)
-        order = backend.asarray(self.generator.permutation(n), self.xp)
+        order = backend.asarray(self.generator.permutation(n), self.xp, device=self.device)
         return self._gather(order, bounds)
 
     def _gather(self, order, bounds):

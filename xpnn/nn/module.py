@@ -234,7 +234,9 @@ class Sequential(Module):
                 raise ArgumentTypeError(f"Sequential: expected Module instances, got {type(module).__name__} at position {name}")
             setattr(self, name, module)
         if self._modules:
-            object.__setattr__(self, "xp", next(iter(self._modules.values())).xp)
+            first = next(iter(self._modules.values()))
+            object.__setattr__(self, "xp", first.xp)
+            object.__setattr__(self, "device", first.device)
 
     def __len__(self):
         return len(self._modules)

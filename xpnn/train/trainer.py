@@ -186,7 +186,7 @@ class Trainer:
         if hasattr(data, "shape"):
             dtype = next(iter(model.parameters())).dtype if model.num_parameters() else None
             n = data.shape[0]
-            batches = (backend.asarray(data[a:a + batch_size, ...], xp, dtype) for a in range(0, n, batch_size))
+            batches = (backend.asarray(data[a:a + batch_size, ...], xp, dtype, model.device) for a in range(0, n, batch_size))
         else:
             batches = (b[0] if isinstance(b, (tuple, list)) else b for b in data)
         was_training = model.training
