@@ -151,6 +151,11 @@ def fast_path(xp):
     return "portable"
 
 
+def kernel_dtype(x):
+    """Whether ``x``'s dtype is one the compiled kernels are built for: float32 or float64."""
+    return dtype_name(x.dtype) in ("float32", "float64")
+
+
 def device_of(x):
     """The device an array lives on, to create new arrays beside it (``device=`` of the
     creation functions)."""

@@ -13,7 +13,7 @@ def relu(x):
     """``(max(x, 0), backward)``: the output laid out like ``x`` (NaN stays NaN, as in PyTorch)
     and ``backward(grad)``, which passes the gradient where the input was positive."""
     path = backend.fast_path(backend.namespace_of(x))
-    compiled = path != "portable" and backend.dtype_name(x.dtype) in ("float32", "float64") and x.size
+    compiled = path != "portable" and backend.kernel_dtype(x) and x.size
     if compiled and backend.flat_in_memory_order(x) is not None:
         return relu_numba(x) if path == "numba" else relu_cuda(x)
     return relu_portable(x)

@@ -30,7 +30,7 @@ def softmax_cross_entropy(logits, labels):
     ``(softmax - one_hot) * scale`` for a number or one factor per row."""
     xp = backend.namespace_of(logits)
     path = backend.fast_path(xp)
-    if path != "portable" and backend.dtype_name(logits.dtype) in ("float32", "float64"):
+    if path != "portable" and backend.kernel_dtype(logits):
         logits = backend.c_contiguous(logits)
         return softmax_cross_entropy_numba(logits, labels) if path == "numba" else softmax_cross_entropy_cuda(logits, labels)
     return softmax_cross_entropy_portable(logits, labels)

@@ -29,11 +29,11 @@ def max_pool2d(x, kernel, stride, padding, dilation, output_size):
     pairs, already validated), laid out in ``x``'s memory order where it has one of
     ``MEMORY_ORDERS``, and ``backward(grad)``, the input gradient of an output gradient."""
     xp = backend.namespace_of(x)
-    path = backend.fast_path(xp)
+    path = backend.fast_path(xp) if backend.kernel_dtype(x) else "portable"
     tiled = stride == kernel and padding == (0, 0) and dilation == (1, 1) and all(
         size % k == 0 for size, k in zip(x.shape[2:], kernel)
     )
-    if path == "cuda" and backend.dtype_name(x.dtype) in ("float32", "float64"):
+    if path == "cuda":
         return max_pool2d_cuda(x, kernel, stride, padding, dilation, output_size)
     if tiled:
         order = memory_order(x)

@@ -15,7 +15,7 @@ def _compiled_path(arrays):
     """The kernel kind for these update arrays, or "portable" when one is unfit for a kernel."""
     first = arrays[0]
     path = backend.fast_path(backend.namespace_of(first))
-    if path == "portable" or backend.dtype_name(first.dtype) not in ("float32", "float64"):
+    if path == "portable" or not backend.kernel_dtype(first):
         return "portable"
     fit = all(a.dtype == first.dtype and backend.is_c_contiguous(a) for a in arrays if a is not None)
     return path if fit else "portable"

@@ -150,7 +150,7 @@ def im2col_batch_last(x, kernel_size, stride=1, padding=0, dilation=1):
     xp = backend.namespace_of(x)
     (kh, kw), stride, padding, dilation, (oh, ow) = window_geometry(tuple(x.shape), kernel_size, stride, padding, dilation, "im2col")
     n, c = x.shape[:2]
-    if backend.fast_path(xp) == "cuda":
+    if backend.fast_path(xp) == "cuda" and backend.kernel_dtype(x):
         from ..kernels import cuda_windows
 
         buf = cuda_windows.im2col_blocks(x, (kh, kw), stride, padding, dilation, (oh, ow))
@@ -164,10 +164,11 @@ def im2col_rows(image, kernel_size, stride, dilation, rows, out_width, out):
     """Fill ``out`` (C, KH, KW, R, OW, N) with the windows of output rows ``rows`` = (start, stop)
     of a padded batch-last image (C, Hp, Wp, N), as in :func:`im2col_batch_last`; returns ``out``.
 
-    Door: on NumPy with C-contiguous arrays one compiled pass (``numba_windows.im2col_rows``:
+    Door: on NumPy with C-contiguous float32/float64 arrays one compiled pass (``numba_windows.im2col_rows``:
     Conv2d's pieces of a few rows cannot afford a NumPy call per kernel offset); elsewhere
     :func:`im2col_rows_portable`."""
-    if backend.fast_path(backend.namespace_of(image)) == "numba" and backend.is_c_contiguous(image) and backend.is_c_contiguous(out):
+    fit = backend.kernel_dtype(image) and backend.is_c_contiguous(image) and backend.is_c_contiguous(out)
+    if fit and backend.fast_path(backend.namespace_of(image)) == "numba":
         from ..kernels import numba_windows
 
         return numba_windows.im2col_rows(image, out, rows[0], stride, dilation)
@@ -204,7 +205,8 @@ def col2im_batch_last(cols, x_shape, kernel_size, stride=1, padding=0, dilation=
     array (NCHW through ``permute_dims(image, (3, 0, 1, 2))``).
 
     Door: the Numba loop on NumPy, one CUDA launch on CuPy (each pixel gathers its own terms), and
-    :func:`col2im_image_portable` elsewhere; all three add each pixel's terms in the same order."""
+    :func:`col2im_image_portable` elsewhere and for float16; all three add each pixel's terms in
+    the same order."""
     xp = backend.namespace_of(cols)
     x_shape = tuple(int(d) for d in x_shape)
     (kh, kw), stride, (ph, pw), dilation, (oh, ow) = window_geometry(x_shape, kernel_size, stride, padding, dilation, "col2im")
@@ -212,7 +214,7 @@ def col2im_batch_last(cols, x_shape, kernel_size, stride=1, padding=0, dilation=
     if tuple(cols.shape) != (c * kh * kw, oh * ow * n):
         raise ShapeError(f"col2im: expected cols of shape {(c * kh * kw, oh * ow * n)} for x_shape {x_shape}, got {tuple(cols.shape)}")
     blocks = xp.reshape(cols, (c, kh, kw, oh, ow, n))
-    path = backend.fast_path(xp)
+    path = backend.fast_path(xp) if backend.kernel_dtype(cols) else "portable"
     if path == "cuda":
         from ..kernels import cuda_windows
 
