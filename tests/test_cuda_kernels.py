@@ -10,6 +10,7 @@ import pytest
 
 import cuda_build
 import xpnn
+from test_functional_conv import GEOMETRIES
 from xpnn import backend as xb
 from xpnn import nn, optim
 from xpnn.kernels import cuda_elementwise, cuda_launch, cuda_sources, cuda_windows
@@ -18,18 +19,8 @@ from xpnn.ops import windows as W
 
 DTYPES = [np.float32, np.float64]
 
-# (input shape, kernel, stride, padding, dilation): square and non-square kernels and inputs,
-# strides that do not divide the input, padding, dilation, 1x1 kernels and an empty batch.
-CONV_GEOMETRIES = [
-    ((2, 3, 5, 5), 3, 1, 0, 1),
-    ((2, 3, 5, 5), 3, 1, 1, 1),
-    ((1, 2, 7, 6), (2, 3), (2, 1), (1, 0), 1),
-    ((2, 1, 8, 7), 3, 2, 1, 2),
-    ((1, 2, 6, 9), (3, 2), (3, 2), (0, 1), (1, 2)),
-    ((2, 2, 4, 3), 1, 1, 0, 1),
-    ((1, 1, 5, 5), 5, 1, 2, 1),
-    ((0, 2, 5, 5), 3, 1, 1, 1),
-]
+# The portable im2col tests' geometries, and an empty batch.
+CONV_GEOMETRIES = GEOMETRIES + [((0, 2, 5, 5), 3, 1, 1, 1)]
 
 # Pooling windows: tiling, overlapping, padded (at most half the kernel), dilated, stride that
 # does not divide the input, and an empty batch.
