@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from xpnn import XpnnError
-from xpnn.train.files import write_json
+from xpnn.files import write_json
 
 from . import contention, epoch, gemm, mnist, report, runners, timing
 
