@@ -99,3 +99,17 @@ def test_manual_seed_and_rng_state_round_trip():
     first = xpnn.random.default_generator().random(3)
     xpnn.random.set_rng_state(state)
     np.testing.assert_array_equal(xpnn.random.default_generator().random(3), first)
+
+
+def test_modules_move_between_array_api_strict_devices():
+    strict = pytest.importorskip("array_api_strict")
+    from xpnn import nn
+
+    layer = nn.Linear(3, 2, xp="array_api_strict:device1")
+    assert layer.weight.data.device == strict.Device("device1") == layer.device
+    x = xb.asarray(np.ones((4, 3), dtype=np.float32), layer.xp, device=layer.device)
+    assert layer(x).device == strict.Device("device1")
+    layer.to("array_api_strict")
+    assert layer.weight.data.device == strict.Device("CPU_DEVICE") and layer.weight.grad.device == strict.Device("CPU_DEVICE")
+    with pytest.raises(DeviceError, match=r"Linear\(3, 2\): expected an array on array_api_strict.Device\('CPU_DEVICE'\), got one on array_api_strict.Device\('device1'\)"):
+        layer(x)

@@ -93,14 +93,17 @@ def resolve(spec=None):
 
 def resolve_device(spec=None):
     """The device object that ``spec`` names within its namespace, for ``device=`` of the creation
-    functions: an array's device, an array_api_strict device ("array_api_strict:device1" or a
-    ``Device``), or None for the namespace's default (NumPy's CPU, CuPy's current GPU)."""
+    functions: an array's device, an array_api_strict device ("array_api_strict" is its default
+    CPU_DEVICE, "array_api_strict:device1" another, or a ``Device``), or None for the namespace's
+    default (NumPy's CPU, CuPy's current GPU)."""
     if spec is None:
         return None
     if isinstance(spec, str):
         name = spec.strip()
         if name.lower().startswith("array_api_strict:"):
             return _strict_namespace().Device(name.split(":", 1)[1])
+        if name.lower() in ("array_api_strict", "strict"):
+            return _strict_namespace().Device("CPU_DEVICE")
         return None
     if _is_strict_device(spec):
         return spec
