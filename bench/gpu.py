@@ -114,10 +114,42 @@ def find_sanitizer():
     found = shutil.which("compute-sanitizer")
     if found:
         return found
-    for candidate in ("/usr/local/cuda/bin/compute-sanitizer", "/usr/local/cuda/compute-sanitizer/compute-sanitizer"):
-        if Path(candidate).exists():
-            return candidate
+    import glob
+
+    for pattern in ("/usr/local/cuda/bin/compute-sanitizer", "/usr/local/cuda/compute-sanitizer/compute-sanitizer",
+                    "/usr/local/cuda-*/bin/compute-sanitizer", "/opt/nvidia/*/compute-sanitizer/compute-sanitizer"):
+        found = sorted(glob.glob(pattern))
+        if found:
+            return found[-1]
     return None
+
+
+def stream_run(cmd, timeout=None):
+    """Run ``cmd`` in the repository root, its output streamed through as it comes; returns
+    (exit status, the whole output, timed out). On timeout the command and its children are killed."""
+    say("$ " + " ".join(map(str, cmd)))
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            start_new_session=True)
+    timed_out = threading.Event()
+
+    def kill():
+        timed_out.set()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    timer = threading.Timer(timeout, kill) if timeout else None
+    if timer:
+        timer.daemon = True
+        timer.start()
+    lines = []
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        lines.append(line)
+    proc.wait()
+    if timer:
+        timer.cancel()
+    sys.stdout.flush()
+    return proc.returncode, "".join(lines), timed_out.is_set()
 
 
 def rel_diff(a, b):
@@ -335,7 +367,7 @@ def step_info(args):
     smi = shutil.which("nvidia-smi")
     if smi:
         q = subprocess.run([smi, "--query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw,memory.used",
-                            "--format=csv,noheader"], capture_output=True, text=True)
+                            "--format=csv,noheader"], capture_output=True, text=True, timeout=30)
         info["nvidia_smi"] = (q.stdout or q.stderr).strip()
     data = Path(args.data_dir) if args.data_dir else None
     info["data_dir"] = str(data)
@@ -355,39 +387,37 @@ def step_pytest(args):
         say("SKIPPED: the whole suite (--dry-run: it is CI's on the CPU); one file runs to exercise this step: " + " ".join(cmd[2:]))
     cupy, why = probe_cupy()
     say(("CuPy sees a GPU: the cupy backend and GPU tests run" if cupy else f"no GPU ({why}): the cupy backend and GPU tests skip"))
-    say("$ " + " ".join(cmd))
     start = time.perf_counter()
-    rc = subprocess.run(cmd, cwd=ROOT).returncode
+    rc, out, timed_out = stream_run(cmd, max(10, args.time_limit - 5))
     seconds = time.perf_counter() - start
-    status = "PASS" if rc == 0 else "FAIL"
-    summary = f"pytest exit {rc} in {seconds:.0f} s" + (" (dry-run: tests/test_host_syncs.py only)" if args.dry_run else "")
-    return dict(status=status, summary=summary, exit_code=rc, seconds=seconds, gpu_tests=cupy is not None, dry_run=args.dry_run)
+    tally = next((line.strip("= \n") for line in reversed(out.splitlines()) if re.search(r"\d+ (passed|failed|error)", line)), None)
+    status = "PASS" if rc == 0 else ("TIMEOUT" if timed_out else "FAIL")
+    summary = (f"{tally or 'no tally line'} (exit {rc}{', timed out' if timed_out else ''})"
+               + (" [dry-run: tests/test_host_syncs.py only]" if args.dry_run else "")
+               + ("" if cupy else " [no GPU: cupy tests skipped]"))
+    return dict(status=status, summary=summary, tally=tally, exit_code=rc, seconds=seconds, gpu_tests=cupy is not None, dry_run=args.dry_run)
 
 
 # ---- step 2: compute-sanitizer -----------------------------------------------------------------------
 
 
 def _sanitize(sanitizer, tool, models, steps, batch, timeout):
-    cmd = [sanitizer, "--tool", tool, "--error-exitcode", "3", "--print-limit", "30",
+    # API calls that return an error are left to the program (CuPy raises on them); probing calls
+    # that fail on purpose would otherwise count as errors.
+    cmd = [sanitizer, "--tool", tool, "--error-exitcode", "3", "--print-limit", "30", "--report-api-errors", "no",
            sys.executable, "-m", "bench.gpu", "steps", "--model", ",".join(models), "--steps", str(steps),
            "--device", "cuda", "--batch-size", str(batch), "--no-pool"]
-    say("$ " + " ".join(cmd))
     start = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        say(out)
-        return {"tool": tool, "models": models, "status": "TIMEOUT", "seconds": timeout, "summary": f"{tool}: no answer within {timeout} s"}
-    out = proc.stdout + proc.stderr
-    say(out.rstrip())
+    rc, out, timed_out = stream_run(cmd, timeout)
+    if timed_out:
+        return {"tool": tool, "models": models, "status": "TIMEOUT", "seconds": timeout, "summary": f"{tool}: stopped after {timeout} s"}
     summary_line = next((line.strip() for line in reversed(out.splitlines()) if "SUMMARY" in line), None)
     errors = re.search(r"ERROR SUMMARY: (\d+) error", out)
     hazards = re.search(r"RACECHECK SUMMARY: (\d+) hazard", out)
     count = int(errors.group(1)) if errors else (int(hazards.group(1)) if hazards else None)
-    ok = proc.returncode == 0 and (count in (0, None)) and "steps: done" in out
-    return {"tool": tool, "models": models, "status": "PASS" if ok else "FAIL", "exit_code": proc.returncode, "errors": count,
-            "seconds": time.perf_counter() - start, "summary": f"{tool} on {','.join(models)}: {summary_line or 'no summary line'} (exit {proc.returncode})"}
+    ok = rc == 0 and count in (0, None) and "steps: done" in out
+    return {"tool": tool, "models": models, "status": "PASS" if ok else "FAIL", "exit_code": rc, "errors": count,
+            "seconds": time.perf_counter() - start, "summary": f"{tool} on {','.join(models)}: {summary_line or 'no summary line'} (exit {rc})"}
 
 
 def step_sanitizer(args):
@@ -401,8 +431,7 @@ def step_sanitizer(args):
         reason = "--dry-run" if args.dry_run else (why if cupy is None else "compute-sanitizer not found on PATH or in /usr/local/cuda")
         result = skipped(f"compute-sanitizer memcheck/racecheck ({reason}); the steps entry point runs on the CPU instead")
         cmd = [sys.executable, "-m", "bench.gpu", "steps", "--model", ",".join(models), "--steps", "2", "--device", "cpu", "--batch-size", "5"]
-        say("$ " + " ".join(cmd))
-        rc = subprocess.run(cmd, cwd=ROOT).returncode
+        rc = stream_run(cmd, max(10, args.time_limit - 5))[0]
         result["cpu_steps_exit_code"] = rc
         if rc:
             result.update(status="FAIL", summary=f"{result['summary']}; but the CPU steps failed (exit {rc})")
@@ -660,13 +689,12 @@ class Capture:
     loss buffer, which each replay refills). Adam's step-dependent scalars (bias corrections) are
     kernel arguments, frozen at capture: replays repeat the captured step number's scalars."""
 
-    def __init__(self, fn, xp, warmup=2):
+    def __init__(self, fn, xp):
         from xpnn import backend
 
-        self.fn, self.graph = fn, None
+        self.fn, self.graph, self.out = fn, None, None
         if not backend.is_cupy(xp):
             self.kind, self.stream, self.pool = "stand-in (re-runs the step)", None, None
-            self.out = None
             return
         import cupy
         import cupyx
@@ -1032,8 +1060,10 @@ def bench_config(name, batch_size, frameworks, data, settings, seed=0):
                 epochs[fw].append(seconds)
                 epoch_host[fw].append(r.clock.host_s)
     out = {}
-    for fw, r in runners.items():
-        loss = r.loss_value()
+    for fw, r in list(runners.items()):
+        loss = guarded(fw, r.loss_value)
+        if fw not in runners:
+            continue
         epoch_s = statistics.median(epochs[fw]) if epochs[fw] else None
         out[fw] = {
             "step_s": statistics.median(steps[fw]), "step_s_all": steps[fw], "step_host_s": statistics.median(host[fw]),
@@ -1093,9 +1123,25 @@ def markdown_table(bench):
         if graph:
             same = g.get("identical_to_uncaptured")
             cells += [fmt(g.get("step_s"), ".3f", 1e3), ep(g), fmt(r.get("xpnn_graph/torch", {}).get("epoch"), ".2f"),
-                      ("n/a" if g else "-") if same is None else ("yes" if same else f"NO ({g.get('max_abs_diff', 0):.1e})")]
+                      "error" if "error" in g else ("n/a" if g else "-") if same is None else ("yes" if same else f"NO ({g.get('max_abs_diff', 0):.1e})")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def bench_legend(bench):
+    """What the table measured, in two sentences."""
+    precision = ", ".join(f"{k} {v}" for k, v in (bench.get("torch_precision") or {}).items())
+    where = (f"{bench['gpu']}: xpnn on CuPy {bench.get('cupy')} (CUPY_TF32={bench.get('cupy_tf32')}) against PyTorch {bench.get('torch', '-')} "
+             f"eager on the same GPU, timed with device events" if bench.get("gpu") else
+             f"DRY RUN on the CPU: xpnn on NumPy against PyTorch {bench.get('torch', '-')} CPU, tiny sizes, host clock; not a result")
+    epoch = ("an epoch is one real shuffled pass over the 60,000 training images" if bench["settings"]["epoch_images"] == TRAIN_IMAGES
+             else f"~: an epoch scaled from {bench['settings']['epoch_images']} images")
+    return (f"{where}. Adam lr {LR:g}, float32 (PyTorch: {precision}), data already on the device; step: median of "
+            f"{bench['settings']['step_rounds']} alternating blocks of steps on pre-gathered batches after a warm-up; {epoch}, "
+            f"median of {bench['settings']['epoch_repeats']}; ratio = xpnn / PyTorch (below 1: xpnn faster)."
+            + (" graph: xpnn's step captured in a CUDA graph and replayed (Adam's bias-correction scalars frozen at capture); "
+               "graph = eager: its first replay equals the uncaptured step bit for bit (n/a: dropout, not compared)."
+               if any("xpnn_graph" in row["frameworks"] for row in bench["rows"]) else ""))
 
 
 def step_bench(args):
@@ -1173,9 +1219,16 @@ def step_bench(args):
     table = markdown_table(bench)
     say(table)
     bad_twins = [n for n, t in twins.items() if t["logits_rel_err"] > TWIN_RTOL or t["params_xpnn"] != t["params_torch"]]
-    errors = [f"{r['model']} b{r['batch_size']} {fw}" for r in rows for fw, f in r["frameworks"].items() if "error" in f or not f.get("finite", True)]
+    def broken(fws):
+        return [fw for fw, f in fws.items() if "error" in f or not f.get("finite", True)]
+
+    errors = [f"{r['model']} b{r['batch_size']} {fw}" for r in rows for fw in broken(r["frameworks"]) if fw != "xpnn_graph"]
+    graph_errors = [f"{r['model']} b{r['batch_size']}" for r in rows if "xpnn_graph" in broken(r["frameworks"])]
+    not_same = [f"{r['model']} b{r['batch_size']}" for r in rows if r["frameworks"].get("xpnn_graph", {}).get("identical_to_uncaptured") is False]
     problems = [f"twins differ: {', '.join(bad_twins)}"] if bad_twins else []
     problems += [f"failed or non-finite: {', '.join(errors)}"] if errors else []
+    problems += [f"captured step failed or non-finite (step 6 says more): {', '.join(graph_errors)}"] if graph_errors else []
+    problems += [f"captured step's first replay differs from the uncaptured step: {', '.join(not_same)}"] if not_same else []
     problems += [f"left out for time: {', '.join(left_out)}"] if left_out else []
     summary = f"{len(rows)} configurations on {header.get('gpu', 'the CPU (dry-run)')}" + (f"; {'; '.join(problems)}" if problems else "")
     status = "FAIL" if bad_twins or errors else "PASS"
@@ -1210,7 +1263,10 @@ def graph_identity(name, device, batch_size, optimizer, replays, seed=0):
     restore(model, opt, snap)
     cap.capture()
     got_losses = []
-    for xb, yb in batches[1:]:
+    for i, (xb, yb) in enumerate(batches[1:]):
+        # A host-to-device upload between replays, as the benchmark's epochs make (the shuffle):
+        # a replay that read a host staging buffer captured at capture time would now see other data.
+        backend.asarray(np.random.default_rng(i).permutation(4096), xp)
         with cap._context(capturing=False):
             x_static[...] = xb
             y_static[...] = yb
@@ -1374,11 +1430,7 @@ def orchestrate(args):
         say(f"{STEPS.index(step)} {step:<10}{r.get('status', '?'):<8}{r.get('summary', '')}")
     md = []
     if bench:
-        md += [f"GPU benchmark on {bench.get('gpu', 'CPU (dry-run: NumPy vs PyTorch CPU, tiny sizes)')}, "
-               f"xpnn (CuPy {bench.get('cupy', '-')}) vs PyTorch {bench.get('torch', '-')} eager, Adam lr {LR:g}, float32 "
-               f"(PyTorch precision {bench.get('torch_precision')}), data on the device; medians of device-event timings; "
-               f"epoch = one shuffled pass over 60,000 images (~: scaled from {bench['settings']['epoch_images']} images)", "",
-               results["bench"]["table"], ""]
+        md += [bench_legend(bench), "", results["bench"]["table"], ""]
         for t in bench.get("targets", []):
             md.append(f"- {t['target']}: {fmt(t['measured'], '.2f')} ({ {True: 'met', False: 'NOT met', None: 'not measured'}[t['met']] })")
     if md:
