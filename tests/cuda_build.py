@@ -24,7 +24,7 @@ def find_nvcc():
     return str(default) if default.exists() else None
 
 
-def _run(command):
+def run_compiler(command):
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, command))} failed:\n{result.stdout}{result.stderr}")
@@ -38,7 +38,7 @@ def nvcc_cubin(nvcc, source, arch, directory):
     taken = ", ".join(f"(void*)&{name}" for name in cuda_sources.instantiations(source))
     unit.write_text(f"{cuda_sources.source(source)}\nvoid* xpnn_instantiate[] = {{{taken}}};\n")
     cubin = Path(directory) / f"{source}_{arch}.cubin"
-    _run([nvcc, "-cubin", f"-arch={arch}", "--std=c++14", "--Werror", "all-warnings", "-o", str(cubin), str(unit)])
+    run_compiler([nvcc, "-cubin", f"-arch={arch}", "--std=c++14", "--Werror", "all-warnings", "-o", str(cubin), str(unit)])
     return cubin
 
 
@@ -51,7 +51,7 @@ def gxx_library(source, directory):
     )
     unit.write_text(f'#include "{HOST_HEADER}"\n{cuda_sources.source(source)}\n{exports}\n')
     library = Path(directory) / f"libxpnn_{source}_host.so"
-    _run(["g++", "-std=c++17", "-O2", "-ffp-contract=off", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror",
+    run_compiler(["g++", "-std=c++17", "-O2", "-ffp-contract=off", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror",
           "-Wno-unused-parameter", "-o", str(library), str(unit)])
     return library
 

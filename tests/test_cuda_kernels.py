@@ -78,6 +78,17 @@ def test_nvcc_compiles_every_kernel_without_warnings(tmp_path, source, arch):
             assert f"{len(kernel)}{kernel}I{code}E".encode() in cubin, f"{kernel}<{code}> missing from the {arch} cubin"
 
 
+@pytest.mark.parametrize("source", cuda_sources.SOURCES)
+def test_nvcc_compiles_each_source_file_as_it_is(tmp_path, source):
+    """The .cu file on disk, as a reader would compile it (its #include of common.cuh found beside
+    it), not only the text the loader assembles."""
+    nvcc = cuda_build.find_nvcc()
+    if nvcc is None:
+        pytest.skip("nvcc not found (on PATH or in /usr/local/cuda/bin): CUDA sources not compiled")
+    path = cuda_sources.DIRECTORY / f"{source}.cu"
+    cuda_build.run_compiler([nvcc, "-cubin", "-arch=sm_90", "--std=c++14", "--Werror", "all-warnings", "-o", str(tmp_path / "out.cubin"), str(path)])
+
+
 def test_every_kernel_is_found_and_has_a_test():
     names = {kernel for source in cuda_sources.SOURCES for kernel in cuda_sources.kernel_names(source)}
     assert names == set(KERNEL_TESTS), "each CUDA kernel needs a CPU test listed in KERNEL_TESTS"

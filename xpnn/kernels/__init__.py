@@ -1,3 +1,4 @@
-"""Backend fast paths behind the portable functions they speed up: Numba-compiled loops for NumPy
-(``cpu_*``) and CuPy kernels for CUDA. Each is imported lazily, on first use, so importing xpnn
-imports neither Numba nor CuPy."""
+"""The compiled kernels behind the doors in ``xpnn.ops``: Numba loops for NumPy
+(``numba_*``) and CUDA C++ sources (``cuda/*.cu``) with their host-side launch wrappers
+(``cuda_*``). Only ``xpnn.ops`` imports them, lazily, on first use, so importing xpnn imports
+neither Numba nor CuPy."""

@@ -1,5 +1,5 @@
-"""The CUDA C++ sources in ``xpnn/kernels/cuda``: their text (each with the shared header in
-front), the kernels each defines, and the template instantiations that are compiled.
+"""The CUDA C++ sources in ``xpnn/kernels/cuda``: their text (each with the shared header
+inlined), the kernels each defines, and the template instantiations that are compiled.
 
 One list serves every compiler: CuPy's NVRTC on a GPU (``cuda_launch``), ``nvcc`` in the tests
 (every kernel compiled to a cubin for sm_80 and sm_90) and ``g++`` in the tests (every kernel run
@@ -17,14 +17,19 @@ CTYPES = {"float32": "float", "float64": "double"}
 _KERNEL = re.compile(r"template <typename T>\s*__global__\s+void\s+(\w+)\s*\(")
 
 
+_INCLUDE_COMMON = '#include "common.cuh"'
+
+
 @functools.cache
 def source(name):
-    """The text of ``cuda/<name>.cu`` with ``common.cuh`` in front (no #include: NVRTC has no
-    file system to search)."""
+    """The text of ``cuda/<name>.cu`` with its ``#include "common.cuh"`` replaced by the header's
+    text: NVRTC has no file system to search. (nvcc compiles the file itself as well.)"""
     if name not in SOURCES:
         raise KeyError(f"no CUDA source {name!r}; expected one of {', '.join(SOURCES)}")
-    common = (DIRECTORY / "common.cuh").read_text()
-    return f"{common}\n{(DIRECTORY / f'{name}.cu').read_text()}"
+    text = (DIRECTORY / f"{name}.cu").read_text()
+    if _INCLUDE_COMMON not in text:
+        raise ValueError(f"cuda/{name}.cu must include common.cuh")
+    return text.replace(_INCLUDE_COMMON, (DIRECTORY / "common.cuh").read_text(), 1)
 
 
 @functools.cache

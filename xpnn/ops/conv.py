@@ -11,7 +11,7 @@ The measurements behind the constants are in ``bench/NOTES.md``."""
 import numpy as np
 
 from .. import backend
-from .windows import im2col_batch_last, im2col_rows, padded_batch_last
+from .windows import conv_output_size, im2col_batch_last, im2col_rows, padded_batch_last
 
 # A NumPy layer with at most this many outputs per group streams its windows, in pieces of about
 # STREAM_PIECE_BYTES (at least one output row).
@@ -61,10 +61,8 @@ class StreamedWindows:
         self.xp = backend.namespace_of(x)
         self.image = padded_batch_last(x, padding)
         self.kernel, self.stride, self.dilation, self.groups = kernel, stride, dilation, groups
-        c, hp, wp, n = self.image.shape
-        (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
-        self.out_size = ((hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1)
-        self.pixels = self.out_size[0] * self.out_size[1] * n
+        self.out_size = conv_output_size(tuple(x.shape[2:]), kernel, stride, padding, dilation)
+        self.pixels = self.out_size[0] * self.out_size[1] * x.shape[0]
 
     def pieces(self):
         """(start, stop, cols): the windows of output pixels start..stop (batch-last order) as

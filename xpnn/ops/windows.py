@@ -88,18 +88,14 @@ def window_geometry(shape, kernel_size, stride=1, padding=0, dilation=1, where="
 
 
 def scatter_windows(parts, x_shape, padding, slices):
-    """Add per-kernel-offset (N, C, OH, OW) window gradients ``parts`` (in the order of
+    """Add the list of per-kernel-offset (N, C, OH, OW) window gradients ``parts`` (in the order of
     ``slices``, from :func:`window_slices`) back into an (N, C, H, W) input, cropping the padding:
     the transpose of reading each offset's strided view of the padded input."""
-    parts = iter(parts)
-    first = next(parts)
-    xp = backend.namespace_of(first)
+    xp = backend.namespace_of(parts[0])
     n, c, h, w = x_shape
     ph, pw = padding
-    grad = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=first.dtype, device=backend.device_of(first))
-    rows, cols = slices[0][2]
-    grad[:, :, rows, cols] += first
-    for (_, _, (rows, cols)), part in zip(slices[1:], parts):
+    grad = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=parts[0].dtype, device=backend.device_of(parts[0]))
+    for (_, _, (rows, cols)), part in zip(slices, parts):
         grad[:, :, rows, cols] += part
     return grad[:, :, ph:ph + h, pw:pw + w]
 

@@ -1,6 +1,8 @@
 // ReLU over gap-free arrays walked in memory order (any axis order: Conv2d's batch-last output
 // included). One thread per element.
 
+#include "common.cuh"
+
 // out = max(x, 0) (a NaN stays NaN) and mask = 1 where x > 0, else 0.
 template <typename T>
 __global__ void xpnn_relu_forward(const T* __restrict__ x, T* __restrict__ out,

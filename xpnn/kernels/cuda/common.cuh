@@ -1,4 +1,7 @@
-// Shared by every xpnn CUDA source (prepended to each one by xpnn.kernels.cuda_sources).
+// Shared by every xpnn CUDA source: each includes it, and xpnn.kernels.cuda_sources inlines it
+// for NVRTC, which has no file system to search.
+#ifndef XPNN_COMMON_CUH
+#define XPNN_COMMON_CUH
 //
 // Every kernel is a template over the element type T (float or double) and walks its index
 // space with a grid-stride loop, so any launch configuration covers all of it: the GPU launches
@@ -16,3 +19,14 @@
 #define XPNN_WINDOW_PARAMS                                                                     \
     int height, int width, int out_h, int out_w, int kernel_h, int kernel_w, int stride_h,      \
         int stride_w, int pad_h, int pad_w, int dilation_h, int dilation_w
+
+// The output row (or column) whose window holds input position `pos` at kernel offset `k`, or
+// -1 when no window does: the inverse of pos = out * stride - pad + k * dilation that the
+// gathering backward passes (col2im, max pool) loop over.
+__device__ __forceinline__ int xpnn_covering_output(int pos, int pad, int k, int dilation, int stride, int out) {
+    const int origin = pos + pad - k * dilation;
+    if (origin < 0 || origin % stride != 0 || origin / stride >= out) return -1;
+    return origin / stride;
+}
+
+#endif  // XPNN_COMMON_CUH

@@ -1,6 +1,8 @@
 // Softmax cross-entropy with integer labels over C-contiguous (N, C) logits, one row per thread
 // (classifiers have few classes; a row per block would pay for shared-memory reductions).
 
+#include "common.cuh"
+
 // losses[r] = logsumexp(row) - row[label] and probs = softmax(row), the sums in double;
 // probabilities below `tiny` (the smallest normal number) are flushed to zero. A label outside
 // [0, C) makes the row's loss and probabilities NaN: the training loop's NaN check reports it.

@@ -2,6 +2,8 @@
 // element. Each does the portable update's float operations in the same order (the tests
 // compare them bit for bit).
 
+#include "common.cuh"
+
 // Adam and AdamW: optional L2 term (grad + l2 * param) or decoupled decay (param * decay),
 // the moments, amsgrad's running maximum when `amsgrad` is set (`max_exp_avg_sq` is ignored
 // otherwise), then param -= m / (sqrt(v) + shifted_eps) * scale, with the bias corrections

@@ -3,6 +3,8 @@
 // the window entries that cover it, in kernel-offset order) rather than scatter, so they need
 // no atomics and add in the same order as the portable loops.
 
+#include "common.cuh"
+
 // The window buffer (C, KH, KW, OH, OW, N), C-contiguous, of an image with any element strides;
 // zero outside the image (zero padding). One thread per buffer element.
 template <typename T>
@@ -43,12 +45,12 @@ __global__ void xpnn_col2im(const T* __restrict__ cols, T* __restrict__ image, l
         const long long c = t / height;
         T total = T(0);
         for (int kh = 0; kh < kernel_h; ++kh) {
-            const int row = y + pad_h - kh * dilation_h;
-            if (row < 0 || row % stride_h != 0 || row / stride_h >= out_h) continue;
+            const int oh = xpnn_covering_output(y, pad_h, kh, dilation_h, stride_h, out_h);
+            if (oh < 0) continue;
             for (int kw = 0; kw < kernel_w; ++kw) {
-                const int col = x + pad_w - kw * dilation_w;
-                if (col < 0 || col % stride_w != 0 || col / stride_w >= out_w) continue;
-                const long long at = (((c * kernel_h + kh) * kernel_w + kw) * out_h + row / stride_h) * out_w + col / stride_w;
+                const int ow = xpnn_covering_output(x, pad_w, kw, dilation_w, stride_w, out_w);
+                if (ow < 0) continue;
+                const long long at = (((c * kernel_h + kh) * kernel_w + kw) * out_h + oh) * out_w + ow;
                 total += cols[at * images + n];
             }
         }
@@ -113,12 +115,12 @@ __global__ void xpnn_max_pool_backward(const T* __restrict__ grad, const int* __
         const long long n = t / channels;
         T total = T(0);
         for (int kh = 0; kh < kernel_h; ++kh) {
-            const int row = y + pad_h - kh * dilation_h;
-            if (row < 0 || row % stride_h != 0 || row / stride_h >= out_h) continue;
+            const int oh = xpnn_covering_output(y, pad_h, kh, dilation_h, stride_h, out_h);
+            if (oh < 0) continue;
             for (int kw = 0; kw < kernel_w; ++kw) {
-                const int col = x + pad_w - kw * dilation_w;
-                if (col < 0 || col % stride_w != 0 || col / stride_w >= out_w) continue;
-                const long long at = n * grad_n + c * grad_c + (row / stride_h) * grad_y + (col / stride_w) * grad_x;
+                const int ow = xpnn_covering_output(x, pad_w, kw, dilation_w, stride_w, out_w);
+                if (ow < 0) continue;
+                const long long at = n * grad_n + c * grad_c + oh * grad_y + ow * grad_x;
                 if (which[at] == kh * kernel_w + kw) total += grad[at];
             }
         }
