@@ -812,7 +812,24 @@ def compare_params(a, b):
     return equal, worst
 
 
-class XpnnRunner:
+class PooledRunner:
+    """What the framework runners share: steps cycle through pre-gathered device batches
+    (``self.pool``) through the subclass's ``_step(xb, yb)``, which returns the loss."""
+
+    def step_next(self):
+        xb, yb = self.pool[self._next % len(self.pool)]
+        self._next += 1
+        self.last_loss = self._step(xb, yb)
+
+    def warm_epoch_shapes(self, images):
+        """One step on a batch of the epoch's last (partial) size, so its first use is not timed."""
+        tail = images % self.batch_size
+        if tail:
+            xb, yb = self.pool[0]
+            self._step(xb[:tail, ...], yb[:tail, ...])
+
+
+class XpnnRunner(PooledRunner):
     """xpnn on its device: Adam lr 1e-3, cross-entropy; steps on pre-gathered device batches; an
     epoch is one shuffled pass through DataLoader (the batches gathered on the device)."""
 
@@ -838,18 +855,6 @@ class XpnnRunner:
         self._step = make_step(self.model, self.loss_fn, self.opt)
         self.clock = Clock("cupy" if backend.is_cupy(self.xp) else "host")
         self.last_loss = None
-
-    def step_next(self):
-        xb, yb = self.pool[self._next % len(self.pool)]
-        self._next += 1
-        self.last_loss = self._step(xb, yb)
-
-    def warm_epoch_shapes(self, images):
-        """One step on a batch of the epoch's last (partial) size, so its first use is not timed."""
-        tail = images % self.batch_size
-        if tail:
-            xb, yb = self.pool[0]
-            self._step(xb[:tail, ...], yb[:tail, ...])
 
     def epoch(self, seed, images):
         from xpnn.data import DataLoader
@@ -925,7 +930,7 @@ class XpnnGraphRunner(XpnnRunner):
             self._step(take(self.x, idx, axis=0), take(self.y, idx, axis=0))
 
 
-class TorchRunner:
+class TorchRunner(PooledRunner):
     """PyTorch eager on its device: the twin model, Adam lr 1e-3 (PyTorch's default
     implementation), cross-entropy; zero_grad, forward, loss, backward, step. Its epoch takes
     the same batch order as xpnn's DataLoader with the same seed, gathered on the device."""
@@ -952,17 +957,6 @@ class TorchRunner:
         loss.backward()
         self.opt.step()
         return loss
-
-    def step_next(self):
-        xb, yb = self.pool[self._next % len(self.pool)]
-        self._next += 1
-        self.last_loss = self._step(xb, yb)
-
-    def warm_epoch_shapes(self, images):
-        tail = images % self.batch_size
-        if tail:
-            xb, yb = self.pool[0]
-            self._step(xb[:tail], yb[:tail])
 
     def epoch(self, seed, images):
         order = self.torch.from_numpy(np.random.default_rng(seed).permutation(images)).to(self.device)
