@@ -87,10 +87,10 @@ class Conv2d(Module):
             raise ShapeError(f"{where}: expected a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
         if x.shape[1] != self.in_channels:
             raise ShapeError(f"{where}: expected input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        oh, ow = windows.window_geometry(tuple(x.shape), self.kernel_size, self.stride, self.padding, self.dilation, where)[-1]
+        geometry = windows.window_geometry(tuple(x.shape), self.kernel_size, self.stride, self.padding, self.dilation, where)
+        oh, ow = geometry[-1]
         self._x_shape = tuple(x.shape)
-        self._windows = ops.conv_windows(x, self.kernel_size, self.stride, self.padding, self.dilation,
-                                         self.groups, self.out_channels // self.groups)
+        self._windows = ops.conv_windows(x, *geometry, self.groups, self.out_channels // self.groups)
         y = xp.reshape(self._windows.matmul(self._grouped_weight()), (self.out_channels, oh, ow, x.shape[0]))
         if self.bias is not None:
             y += xp.reshape(self.bias.data, (self.out_channels, 1, 1, 1))

@@ -95,7 +95,7 @@ class CrossEntropyLoss(_Loss):
         if not 0 <= label_smoothing <= 1:
             raise ConfigError(f"CrossEntropyLoss: expected label_smoothing in [0, 1], got {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
-        self._probs = None
+        self._labels_backward = None
 
     def forward(self, input, target):
         xp = backend.namespace_of(input)

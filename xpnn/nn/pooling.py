@@ -69,7 +69,7 @@ class MaxPool2d(_Pool2d):
 
     def forward(self, x):
         geometry = windows.window_geometry(tuple(x.shape), self.kernel_size, self.stride, self.padding, self.dilation, self._where())
-        y, self._backward = ops.max_pool2d(x, *geometry[:4], geometry[4])
+        y, self._backward = ops.max_pool2d(x, *geometry)
         return y
 
     def backward(self, grad):

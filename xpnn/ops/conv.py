@@ -11,7 +11,7 @@ The measurements behind the constants are in ``bench/NOTES.md``."""
 import numpy as np
 
 from .. import backend
-from .windows import conv_output_size, im2col_batch_last, im2col_rows, padded_batch_last
+from .windows import im2col_batch_last, im2col_rows, padded_batch_last
 
 # A NumPy layer with at most this many outputs per group streams its windows, in pieces of about
 # STREAM_PIECE_BYTES (at least one output row).
@@ -23,11 +23,12 @@ STREAM_PIECE_BYTES = 1 << 18
 WEIGHT_GRADIENT_PIECE = 1 << 20
 
 
-def conv_windows(x, kernel, stride, padding, dilation, groups, outputs_per_group):
-    """The windows of NCHW ``x`` for a convolution with this geometry (pairs of ints) and
-    ``groups``: an object with ``matmul(weight)`` and ``weight_gradient(grad)``."""
+def conv_windows(x, kernel, stride, padding, dilation, output_size, groups, outputs_per_group):
+    """The windows of NCHW ``x`` for a convolution with this geometry (pairs of ints, already
+    validated, as ``window_geometry`` returns them) and ``groups``: an object with
+    ``matmul(weight)`` and ``weight_gradient(grad)``."""
     if backend.fast_path(backend.namespace_of(x)) == "numba" and outputs_per_group <= STREAM_MAX_OUTPUTS:
-        return StreamedWindows(x, kernel, stride, padding, dilation, groups)
+        return StreamedWindows(x, kernel, stride, padding, dilation, output_size, groups)
     return WindowMatrix(x, kernel, stride, padding, dilation, groups)
 
 
@@ -57,11 +58,11 @@ class StreamedWindows:
     """The windows of a padded batch-last input, unfolded a piece of a few output rows at a time
     into one reused buffer (NumPy only: products are written into views with ``out=``)."""
 
-    def __init__(self, x, kernel, stride, padding, dilation, groups):
+    def __init__(self, x, kernel, stride, padding, dilation, output_size, groups):
         self.xp = backend.namespace_of(x)
         self.image = padded_batch_last(x, padding)
         self.kernel, self.stride, self.dilation, self.groups = kernel, stride, dilation, groups
-        self.out_size = conv_output_size(tuple(x.shape[2:]), kernel, stride, padding, dilation)
+        self.out_size = output_size
         self.pixels = self.out_size[0] * self.out_size[1] * x.shape[0]
 
     def pieces(self):
