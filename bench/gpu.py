@@ -624,12 +624,19 @@ def step_hostsync(args):
             checks.append({"model": name, "optimizer": opt_name, "ok": ok, "error": error, "loss": value})
             say(f"{name} {opt_name}: {'no host sync' if ok else 'FAILED: ' + str(error)}")
     bad = [f"{c['model']}/{c['optimizer']}" for c in checks if not c["ok"]]
+    summary = f"{len(checks) - len(bad)}/{len(checks)} model/optimizer pairs step without a host sync" + (f"; FAILED: {', '.join(bad)}" if bad else "")
+    return fold_checks(result, checks, bad, f"but the CPU loop failed on {', '.join(bad)}", summary)
+
+
+def fold_checks(result, checks, bad, failed_note, summary):
+    """A step's result from its per-item ``checks`` (``bad`` names the failed ones): added to
+    ``result``, the GPU part's when it ran (``failed_note`` appended to its summary on failure),
+    else a result of their own with ``summary``."""
     if result is not None:
         result["checks"] = checks
         if bad:
-            result.update(status="FAIL", summary=f"{result['summary']}; but the CPU loop failed on {', '.join(bad)}")
+            result.update(status="FAIL", summary=f"{result['summary']}; {failed_note}")
         return result
-    summary = f"{len(checks) - len(bad)}/{len(checks)} model/optimizer pairs step without a host sync" + (f"; FAILED: {', '.join(bad)}" if bad else "")
     return dict(status="FAIL" if bad else "PASS", summary=summary, checks=checks)
 
 
@@ -1296,13 +1303,8 @@ def step_graph(args):
                 say(f"{name} b{batch_size} {optimizer} x{replays}: " + ("identical" if c["identical"] else
                     f"DIFFERENT {c.get('error') or ''}(params {c.get('max_abs_param_diff', float('nan')):.1e}, loss {c.get('max_abs_loss_diff', float('nan')):.1e})"))
     bad = [f"{c['model']} b{c['batch_size']} {c['optimizer']}" for c in checks if not c["identical"]]
-    if result is not None:
-        result["checks"] = checks
-        if bad:
-            result.update(status="FAIL", summary=f"{result['summary']}; but the stand-in differed on {', '.join(bad)}")
-        return result
     summary = f"captured step identical to the uncaptured one in {len(checks) - len(bad)}/{len(checks)} checks" + (f"; DIFFERENT: {', '.join(bad)}" if bad else "")
-    return dict(status="FAIL" if bad else "PASS", summary=summary, checks=checks)
+    return fold_checks(result, checks, bad, f"but the stand-in differed on {', '.join(bad)}", summary)
 
 
 STEP_FUNCS = {"info": step_info, "pytest": step_pytest, "sanitizer": step_sanitizer, "parity": step_parity,
