@@ -1,13 +1,29 @@
 """xpnn: neural networks with explicit forward/backward, written once against the Array API and
-run on NumPy (CPU) or CuPy (CUDA)."""
+run on NumPy (CPU) or CuPy (CUDA).
 
-from . import backend, functional, nn, optim
-from . import data, models, train
-from .train import Trainer, plot_history
-from .errors import XpnnError
-from .random import manual_seed
+The subpackages and the names below load on first use (PEP 562), so ``import xpnn`` costs almost
+nothing and the ``xpnn`` command can turn a Ctrl-C during its imports into a quiet exit.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["backend", "functional", "nn", "optim", "XpnnError", "manual_seed", "__version__"]
-__all__ += ["data", "models", "train", "Trainer", "plot_history"]
+_SUBMODULES = ("backend", "functional", "nn", "optim", "data", "models", "train")
+_NAMES = {"Trainer": "train", "plot_history": "train", "XpnnError": "errors", "manual_seed": "random"}
+
+__all__ = [*_SUBMODULES, *_NAMES, "__version__"]
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'xpnn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -30,7 +30,7 @@ class CheckpointError(XpnnError, ValueError):
 
 
 class NonFiniteLossError(XpnnError, FloatingPointError):
-    """Training produced a NaN or infinite loss."""
+    """Training diverged: a loss, a weight or an optimizer state became NaN or infinite."""
 
 
 class ConfigError(XpnnError, ValueError):
@@ -39,3 +39,8 @@ class ConfigError(XpnnError, ValueError):
 
 class ArgumentTypeError(XpnnError, TypeError):
     """An argument is an object of the wrong kind (an array where a Parameter is expected)."""
+
+
+class DivergenceWarning(UserWarning):
+    """Training looks diverged without a NaN: the loss rose far above where it started, or the
+    accuracy stayed at chance level."""

@@ -5,8 +5,13 @@ see the old file or the new one, never half of one, and an interrupted write lea
 import contextlib
 import json
 import os
+import re
+import signal
 import tempfile
+import threading
 from pathlib import Path
+
+HELD_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
 
 
 @contextlib.contextmanager
@@ -15,7 +20,7 @@ def atomic_write(path, mode="wb"):
     on any exception (KeyboardInterrupt included) it is removed and ``path`` is left untouched."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=_temporary_prefix(path), suffix=_TEMPORARY_SUFFIX)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         with open(fd, mode) as f:
@@ -28,6 +33,58 @@ def atomic_write(path, mode="wb"):
             os.unlink(tmp)
         raise
     _fsync_directory(directory)
+
+
+_TEMPORARY_SUFFIX = ".tmp"
+
+
+def _temporary_prefix(path):
+    return f".{Path(path).name}."
+
+
+def stale_temporaries(path):
+    """The temporary files :func:`atomic_write` left beside ``path`` when its process was killed
+    mid-write (``.model.npz.k3j_x9a2.tmp``): only names of exactly that form, nothing else."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    pattern = re.compile(re.escape(_temporary_prefix(path)) + r"[a-z0-9_]{8}" + re.escape(_TEMPORARY_SUFFIX))
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return []
+    return sorted(entry for entry in entries if pattern.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink())
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them: a write inside the block
+    finishes before Ctrl-C or a polite kill takes effect, so it is never cut half-way (zipfile, for
+    one, cannot be closed cleanly after an interrupt mid-entry). A second signal of the same kind
+    while one is held is not held: it is delivered at once, and the block unwinds (an
+    :func:`atomic_write` inside rolls back). Outside the main thread signals cannot be caught
+    there, so the block runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = []
+    previous = {}
+
+    def hold(signum, frame):
+        if signum in held:
+            signal.signal(signum, previous[signum])
+            signal.raise_signal(signum)
+            return
+        held.append(signum)
+
+    for signum in HELD_SIGNALS:
+        previous[signum] = signal.signal(signum, hold)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in held:
+            signal.raise_signal(signum)
 
 
 def _umask():
