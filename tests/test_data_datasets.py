@@ -1,5 +1,6 @@
 import gzip
 import hashlib
+import os
 
 import numpy as np
 import pytest
@@ -138,3 +139,44 @@ def test_real_mnist():
     pixels = train.images.astype(np.float32) / 255
     info = DATASETS["mnist"]
     assert abs(float(pixels.mean()) - info.mean) < 1e-4 and abs(float(pixels.std()) - info.std) < 1e-4
+
+
+def test_a_missing_labels_file_is_named_alone(tmp_path):
+    """Images in the root itself, labels missing: only the labels file is missing, and where it belongs."""
+    write_mnist(tmp_path, "test")
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError) as err:
+        load_dataset("mnist", train=False, root=tmp_path, download=False)
+    message = str(err.value)
+    assert message.startswith(f"mnist: missing t10k-labels-idx1-ubyte.gz (download=False). Put them in {tmp_path} (searched:")
+    assert "t10k-images" not in message
+
+
+def test_a_header_beyond_the_registry_is_refused(tmp_path):
+    write_mnist(tmp_path, "test")
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(bytes([0, 0, 8, 1]) + (10001).to_bytes(4, "big"))
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz: header says 10001; expected at most 10000$"):
+        load_dataset("mnist", train=False, root=tmp_path, download=False)
+
+
+def test_a_fifo_in_place_of_a_data_file_is_an_error(tmp_path):
+    write_mnist(tmp_path, "test")
+    (tmp_path / "t10k-images-idx3-ubyte.gz").unlink()
+    os.mkfifo(tmp_path / "t10k-images-idx3-ubyte.gz")
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz: expected a regular IDX file, found a FIFO \(named pipe\)"):
+        load_dataset("mnist", train=False, root=tmp_path, download=False)
+
+
+@pytest.mark.parametrize(
+    "images, classes, found",
+    [((0, 28, 28), ("a",), "found 0 images of 28x28"), ((2, 0, 0), ("a",), "found 2 images of 0x0"), ((2, 1, 1), (), "expected at least one class, found none")],
+)
+def test_a_dataset_that_cannot_train_is_refused(images, classes, found):
+    with pytest.raises(DataError, match=rf"^toy \(train\): .*{found}$"):
+        Dataset("toy", "train", np.zeros(images, np.uint8), np.zeros(images[0], np.int64), classes)
+
+
+def test_an_empty_idx_split_names_the_dataset(tmp_path):
+    write_mnist(tmp_path, "test", n=0)
+    with pytest.raises(DataError, match=r"^mnist \(test\): expected at least one image of at least 1x1 pixels to train or evaluate on, found 0 images of 28x28$"):
+        load_dataset("mnist", train=False, root=tmp_path, download=False)

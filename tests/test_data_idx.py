@@ -1,4 +1,6 @@
 import gzip
+import os
+import threading
 
 import numpy as np
 import pytest
@@ -115,3 +117,57 @@ def test_write_rejects_unsupported(tmp_path):
     with pytest.raises(DataError, match=r"write_idx\(f\): expected 1 to 255 dimensions, got 0"):
         write_idx(tmp_path / "f", np.uint8(3))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_gzip_longer_than_its_header_stops_at_the_declared_size(tmp_path, monkeypatch):
+    """A gzip bomb behind a small header: only the declared size plus one byte is ever decompressed."""
+    path = tmp_path / "f.gz"
+    path.write_bytes(gzip.compress(_raw(0x08, (4,), bytes(4 + 50_000_000)), compresslevel=1))
+    read_sizes = []
+    original = gzip.GzipFile.read
+
+    def counting_read(self, size=-1):
+        read_sizes.append(size)
+        return original(self, size)
+
+    monkeypatch.setattr(gzip.GzipFile, "read", counting_read)
+    with pytest.raises(DataError, match=r"f.gz: the gzip stream holds more than its header says: header says 4 = 4 bytes of data, found more"):
+        read_idx(path)
+    assert sum(read_sizes) <= 4 + 4 + 4 + 1
+
+
+def test_header_larger_than_the_caps_is_refused_before_reading(tmp_path):
+    (tmp_path / "images").write_bytes(_raw(0x08, (70000, 28, 28), b""))
+    with pytest.raises(DataError, match="images: header says 70000x28x28; expected at most 60000x28x28"):
+        read_idx(tmp_path / "images", max_dims=(60000, 28, 28))
+    (tmp_path / "huge.gz").write_bytes(gzip.compress(_raw(0x0E, (65535, 65535, 65535), b"")))
+    with pytest.raises(DataError, match=r"huge.gz: header says 65535x65535x65535 = \d+ bytes of data; expected at most 2147483648 bytes"):
+        read_idx(tmp_path / "huge.gz")
+    with pytest.raises(DataError, match="huge.gz: header says 65535x65535x65535 = .* expected at most 100 bytes"):
+        read_idx(tmp_path / "huge.gz", max_bytes=100)
+
+
+def test_bad_magic_inside_a_valid_gzip_is_bad_idx_magic(tmp_path):
+    (tmp_path / "f.gz").write_bytes(gzip.compress(b"\x01\x02\x08\x01" + (1).to_bytes(4, "big") + b"\x00"))
+    with pytest.raises(DataError) as err:
+        read_idx(tmp_path / "f.gz")
+    assert str(err.value) == "f.gz: not an IDX file: expected magic bytes 00 00 after gunzip, found 01 02"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "missing"])
+def test_a_path_that_is_not_a_regular_file(tmp_path, kind):
+    path = tmp_path / "t10k-images-idx3-ubyte"
+    expected = {"fifo": "expected a regular IDX file, found a FIFO (named pipe)", "directory": "expected a regular IDX file, found a directory",
+                "missing": "expected a readable IDX file, found no such file or directory"}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    errors = []
+    reader = threading.Thread(target=lambda: errors.append(pytest.raises(DataError, read_idx, path)), daemon=True)
+    reader.start()
+    reader.join(timeout=5)
+    if reader.is_alive():  # release a reader blocked on the FIFO before failing
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("read_idx blocked on a FIFO")
+    assert str(errors[0].value) == f"t10k-images-idx3-ubyte: {expected} ({path})"

@@ -36,9 +36,14 @@ class Dataset:
         where = f"{self.name} ({self.split})"
         if self.images.ndim != 3:
             raise DataError(f"{where}: expected images of shape (N, H, W), found {self.images.shape}")
+        if 0 in self.images.shape:
+            n, h, w = self.images.shape
+            raise DataError(f"{where}: expected at least one image of at least 1x1 pixels to train or evaluate on, found {n} images of {h}x{w}")
+        if not self.classes:
+            raise DataError(f"{where}: expected at least one class, found none")
         if self.labels.shape != (len(self.images),):
             raise DataError(f"{where}: expected {len(self.images)} labels (one per image), found shape {self.labels.shape}")
-        if len(self.labels) and not 0 <= self.labels.min() <= self.labels.max() < len(self.classes):
+        if not 0 <= self.labels.min() <= self.labels.max() < len(self.classes):
             bad = self.labels[(self.labels < 0) | (self.labels >= len(self.classes))]
             raise DataError(f"{where}: expected labels in 0..{len(self.classes) - 1}, found {bad[0]} ({len(bad)} out of range)")
 
@@ -85,7 +90,9 @@ def _spellings(stem):
 
 
 def _find(directory, stem):
-    return next((directory / n for n in _spellings(stem) if (directory / n).is_file()), None)
+    """The first existing spelling of ``stem`` in ``directory``; a FIFO or a folder counts, so that the
+    IDX reader reports what it is rather than the file being called missing."""
+    return next((directory / n for n in _spellings(stem) if (directory / n).exists()), None)
 
 
 def _find_split(directory, stems):
@@ -93,15 +100,21 @@ def _find_split(directory, stems):
     return paths if all(paths) else None
 
 
+def _home(dirs, stems):
+    """Where a split's files belong: the first directory that holds any of them, else the first searched."""
+    return next((d for d in dirs if any(_find(d, stem) for stem in stems)), dirs[0])
+
+
 def _locate(info, split, root, download):
-    """Paths of the split's (images, labels) files, downloading them into the first directory if allowed."""
+    """Paths of the split's (images, labels) files. When some are missing, only those are named and
+    downloaded (if allowed), into the directory that holds the others."""
     stems = info.files(split)
     dirs = data_dirs(info.name, root)
     for directory in dirs:
         found = _find_split(directory, stems)
         if found:
             return found
-    target = dirs[0]
+    target = _home(dirs, stems)
     missing = [f"{stem}.gz" for stem in stems if _find(target, stem) is None]
     if not download:
         raise DataError(missing_message(info, missing, target, dirs, " (download=False)"))
@@ -114,7 +127,8 @@ def load_dataset(name, train=True, root=None, download=True):
 
     Files are looked up under ``root``, else ``$XPNN_DATA_DIR``, else the user cache (see
     :func:`data_dirs`); missing ones are downloaded and checksummed when ``download`` is true.
-    Files found on disk are trusted as found, after the IDX reader's checks.
+    Files found on disk are trusted as found, after the IDX reader's checks (which include the
+    registry's bound on each split's image count and image shape).
     """
     info = dataset_info(name)
     split = "train" if train else "test"
@@ -122,8 +136,9 @@ def load_dataset(name, train=True, root=None, download=True):
         images, labels = load_digits(split)
     else:
         images_path, labels_path = _locate(info, split, root, download)
-        images = read_idx(images_path, ndim=3, dtype=np.uint8)
-        labels = read_idx(labels_path, ndim=1, dtype=np.uint8)
+        max_images, max_labels = info.max_dims(split)
+        images = read_idx(images_path, ndim=3, dtype=np.uint8, max_dims=max_images)
+        labels = read_idx(labels_path, ndim=1, dtype=np.uint8, max_dims=max_labels)
         if len(images) != len(labels):
             raise DataError(
                 f"{info.name} ({split}): {images_path.name} has {len(images)} images but {labels_path.name} has {len(labels)} labels"
