@@ -45,10 +45,16 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@contextlib.contextmanager
 def serve(directory):
     """Serve ``directory`` over HTTP on 127.0.0.1 for the duration; yields the base URL."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(directory)))
+    return serve_handler(functools.partial(_QuietHandler, directory=str(directory)))
+
+
+@contextlib.contextmanager
+def serve_handler(handler):
+    """Answer HTTP requests on 127.0.0.1 with ``handler`` (a request handler class) for the duration;
+    yields the base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:

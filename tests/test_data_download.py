@@ -1,13 +1,16 @@
+import fcntl
 import hashlib
+import http.server
 import shutil
+import time
 
 import numpy as np
 import pytest
-from data_helpers import REAL_MNIST, closed_port, isolated_env, serve, write_mnist  # noqa: F401 (isolated_env is a fixture)
+from data_helpers import REAL_MNIST, closed_port, isolated_env, serve, serve_handler, write_mnist  # noqa: F401 (isolated_env is a fixture)
 
 from xpnn.data import DATASETS, download, load_dataset
 from xpnn.data import fetch as fetch_module
-from xpnn.errors import DataError
+from xpnn.errors import ConfigError, DataError
 
 pytestmark = pytest.mark.usefixtures("isolated_env")
 TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -122,3 +125,102 @@ def test_missing_on_every_mirror_names_the_http_status(tmp_path, monkeypatch):
         monkeypatch.setenv("XPNN_MNIST_MIRROR", url)
         with pytest.raises(DataError, match=f"could not be downloaded \\({url}t10k-images-idx3-ubyte.gz: HTTP 404 File not found\\)"):
             load_dataset("mnist", train=False, root=tmp_path / "data")
+
+
+def test_registry_knows_each_file_size():
+    assert DATASETS["mnist"].sizes == {
+        "train-images-idx3-ubyte.gz": 9912422,
+        "train-labels-idx1-ubyte.gz": 28881,
+        "t10k-images-idx3-ubyte.gz": 1648877,
+        "t10k-labels-idx1-ubyte.gz": 4542,
+    }
+    assert all(info.sizes.keys() == info.md5.keys() for info in DATASETS.values() if not info.bundled)
+
+
+class _Streaming(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with 200 and a body of zeros sent ``piece`` bytes every ``pause`` s, forever
+    (until the client hangs up), announcing ``length`` as Content-Length when it is set."""
+
+    piece, pause, length = 1 << 16, 0.0, None
+
+    def do_GET(self):
+        self.send_response(200)
+        if self.length is not None:
+            self.send_header("Content-Length", str(self.length))
+        self.end_headers()
+        try:
+            while True:
+                self.wfile.write(bytes(self.piece))
+                self.wfile.flush()
+                time.sleep(self.pause)
+        except OSError:  # the client gave up, as it should
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+def _streaming(**settings):
+    return type("Handler", (_Streaming,), settings)
+
+
+def test_a_server_that_never_ends_is_cut_at_the_registry_size(tmp_path, monkeypatch):
+    monkeypatch.setitem(DATASETS["mnist"].sizes, TEST_FILES[0], 100_000)
+    with serve_handler(_streaming()) as url:
+        monkeypatch.setenv("XPNN_MNIST_MIRROR", url)
+        with pytest.raises(DataError) as err:
+            load_dataset("mnist", train=False, root=tmp_path / "data")
+    assert str(err.value) == (
+        f"t10k-images-idx3-ubyte.gz: expected at most 100000 bytes, found more (from {url}{TEST_FILES[0]}, which did not stop); "
+        "the download was deleted"
+    )
+    assert list((tmp_path / "data" / "mnist").iterdir()) == []
+
+
+def test_an_announced_size_beyond_the_registry_is_refused_before_reading(tmp_path, monkeypatch):
+    with serve_handler(_streaming(length=10**12)) as url:
+        monkeypatch.setenv("XPNN_MNIST_MIRROR", url)
+        with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz: expected at most 1648877 bytes, found Content-Length 1000000000000 \(from http"):
+            load_dataset("mnist", train=False, root=tmp_path / "data")
+    assert list((tmp_path / "data" / "mnist").iterdir()) == []
+
+
+def test_a_dripping_server_hits_the_deadline(tmp_path, monkeypatch):
+    """One byte every 20 ms never trips the per-read timeout; the whole-file deadline stops it."""
+    monkeypatch.setattr(fetch_module, "DEADLINE_S", 0.3)
+    started = time.monotonic()
+    with serve_handler(_streaming(piece=1, pause=0.02)) as url:
+        monkeypatch.setenv("XPNN_MNIST_MIRROR", url)
+        with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz: expected the download to finish within 0.3 s, found \d+ bytes after that .*dripping"):
+            load_dataset("mnist", train=False, root=tmp_path / "data")
+    assert time.monotonic() - started < 3
+    assert list((tmp_path / "data" / "mnist").iterdir()) == []
+
+
+def test_stale_partial_downloads_are_removed_once(tmp_path, monkeypatch, capsys):
+    """A killed download's temporaries go, said in one line; other files and a live download's stay."""
+    write_mnist(tmp_path / "served", "test")
+    _trust(monkeypatch, tmp_path / "served")
+    target = tmp_path / "data" / "mnist"
+    target.mkdir(parents=True)
+    stale = [target / ".t10k-images-idx3-ubyte.gz.k3j_x9a2.tmp", target / ".t10k-labels-idx1-ubyte.gz.abcdefgh.tmp"]
+    kept = [target / ".t10k-images-idx3-ubyte.gz.notes", target / "mine.tmp", target / ".t10k-images-idx3-ubyte.gz.live0000.tmp"]
+    for path in stale + kept:
+        path.write_bytes(b"partial")
+    with open(kept[-1], "rb") as live, serve(tmp_path / "served") as url:
+        fcntl.flock(live.fileno(), fcntl.LOCK_EX)
+        monkeypatch.setenv("XPNN_MNIST_MIRROR", url)
+        load_dataset("mnist", train=False, root=tmp_path / "data")
+    lines = [line for line in capsys.readouterr().err.splitlines() if "stale" in line]
+    assert lines == [f"xpnn: removed 2 stale partial download(s) from {target}: {stale[0].name}, {stale[1].name}"]
+    assert sorted(p.name for p in target.iterdir()) == sorted([*TEST_FILES, *(p.name for p in kept)])
+    assert fetch_module.remove_stale_downloads(target, TEST_FILES) == [kept[-1]]  # its process let go: now it is stale
+    assert not kept[-1].exists()
+
+
+@pytest.mark.parametrize("value", ["ftp:/x", "not a url", "/srv/mirror", "http://", "https://ok.example/, file:///srv/mnist"])
+def test_a_mirror_that_is_not_a_url_is_a_config_error(tmp_path, monkeypatch, value):
+    monkeypatch.setenv("XPNN_MNIST_MIRROR", value)
+    with pytest.raises(ConfigError, match="^XPNN_MNIST_MIRROR: expected http:// or https:// mirror URLs separated by commas or spaces, found '"):
+        load_dataset("mnist", train=False, root=tmp_path / "data")
+    assert not (tmp_path / "data").exists()

@@ -1,21 +1,34 @@
 """Fetch a dataset's missing files from its mirrors over plain urllib, checking each download
-against its published md5 and writing it atomically, so a failed or corrupt download leaves nothing."""
+against its published size and md5 and writing it atomically, so a failed or corrupt download leaves
+nothing. Every download is bounded: no more bytes than the registry's size for the file, no longer
+than a deadline, no read that waits longer than a timeout."""
 
+import contextlib
 import hashlib
 import http.client
 import os
 import sys
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..errors import DataError
-from ..files import atomic_write
+from ..errors import ConfigError, DataError
+from ..files import atomic_write, stale_temporaries
+
+try:
+    import fcntl
+except ImportError:  # Windows: an open file cannot be removed there, so no lock is needed
+    fcntl = None
 
 CHUNK = 1 << 16
-TIMEOUT_S = 30
+TIMEOUT_S = 30  # the longest a single read may wait
+DEADLINE_S = 1800  # the longest one file's download may take, however steadily a server drips
+MAX_BYTES = 1 << 28  # the cap on a file the registry gives no size for (256 MiB)
+URL_SCHEMES = ("http", "https")
 
 
 def mirror_variable(info):
@@ -24,9 +37,26 @@ def mirror_variable(info):
 
 
 def mirrors(info):
-    """Base URLs to try, in order: the override variable's (comma or space separated) if set, else the registry's."""
-    override = os.environ.get(mirror_variable(info), "").replace(",", " ").split()
+    """Base URLs to try, in order: the override variable's (comma or space separated) if set, else the
+    registry's. An override entry that is not an http(s) URL is a ConfigError naming the variable."""
+    variable = mirror_variable(info)
+    value = os.environ.get(variable, "")
+    override = value.replace(",", " ").split()
+    for url in override:
+        _check_url(url, variable, value)
     return tuple(override) or info.mirrors
+
+
+def _check_url(url, variable, value):
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in URL_SCHEMES or not parts.hostname:
+        raise ConfigError(
+            f"{variable}: expected http:// or https:// mirror URLs separated by commas or spaces, found {url!r} in {value!r}; "
+            f"for files already on disk use root=, --data-dir or XPNN_DATA_DIR instead"
+        )
 
 
 def missing_message(info, missing, directory, searched, reason=""):
@@ -41,22 +71,88 @@ def missing_message(info, missing, directory, searched, reason=""):
     )
 
 
-def fetch(url, dest, md5=None, timeout=TIMEOUT_S):
+def fetch(url, dest, md5=None, timeout=TIMEOUT_S, max_bytes=MAX_BYTES, deadline_s=DEADLINE_S):
     """Download ``url`` to ``dest`` with :func:`xpnn.files.atomic_write`, showing progress on stderr;
     the file appears only if the whole download arrived and its md5 matches (when ``md5`` is given).
-    Network errors propagate."""
+
+    A server that announces or sends more than ``max_bytes``, or takes longer than ``deadline_s`` in
+    all (checked after every read, so overrun by at most one ``timeout``), is a DataError. Network
+    errors propagate."""
     dest = Path(dest)
     digest = hashlib.md5(usedforsecurity=False)
+    deadline = time.monotonic() + deadline_s
     with atomic_write(dest) as out, urllib.request.urlopen(url, timeout=timeout) as response:
-        size = response.headers.get("Content-Length")
-        with tqdm(total=int(size) if size else None, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name, file=sys.stderr) as bar:
-            while chunk := response.read(CHUNK):
+        _lock(out)
+        size = _announced_size(response, dest.name, url, max_bytes)
+        with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name, file=sys.stderr) as bar:
+            received = 0
+            while chunk := response.read1(CHUNK):
+                received += len(chunk)
+                _check_bounds(dest.name, url, received, max_bytes, deadline, deadline_s)
                 out.write(chunk)
                 digest.update(chunk)
                 bar.update(len(chunk))
         found = digest.hexdigest()
         if md5 is not None and found != md5:
             raise DataError(f"{dest.name}: checksum mismatch: expected md5 {md5}, found {found} (downloaded from {url}); the download was deleted")
+
+
+def _announced_size(response, name, url, max_bytes):
+    """The Content-Length, if the server sent a usable one; more than ``max_bytes`` is refused before reading."""
+    try:
+        size = int(response.headers.get("Content-Length", ""))
+    except ValueError:
+        return None
+    if size > max_bytes:
+        raise DataError(f"{name}: expected at most {max_bytes} bytes, found Content-Length {size} (from {url}); nothing was downloaded")
+    return size
+
+
+def _check_bounds(name, url, received, max_bytes, deadline, deadline_s):
+    """Stop a download that has outgrown its file's size or outlived its deadline."""
+    if received > max_bytes:
+        raise DataError(f"{name}: expected at most {max_bytes} bytes, found more (from {url}, which did not stop); the download was deleted")
+    if time.monotonic() > deadline:
+        raise DataError(
+            f"{name}: expected the download to finish within {deadline_s:g} s, found {received} bytes after that "
+            f"(from {url}, too slow or dripping); the download was deleted"
+        )
+
+
+def _lock(file):
+    """Hold an exclusive lock on a download's temporary file while it is open, so another process's
+    :func:`remove_stale_downloads` can tell a live download from a killed one's leftover."""
+    if fcntl is not None:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _in_use(path):
+    """True when a live process holds :func:`_lock` on ``path``."""
+    if fcntl is None:
+        return False
+    try:
+        with open(path, "rb") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    return False
+
+
+def remove_stale_downloads(directory, filenames):
+    """Remove the temporaries that killed downloads of ``filenames`` left in ``directory`` (only
+    :func:`xpnn.files.atomic_write`'s own names for those files, and none a live download holds);
+    says so in one line on stderr when there were any. Returns the removed paths."""
+    removed = []
+    for filename in filenames:
+        for path in stale_temporaries(Path(directory) / filename):
+            if not _in_use(path):
+                with contextlib.suppress(OSError):  # gone already, or open elsewhere (Windows)
+                    path.unlink()
+                    removed.append(path)
+    if removed:
+        names = ", ".join(path.name for path in removed)
+        print(f"xpnn: removed {len(removed)} stale partial download(s) from {directory}: {names}", file=sys.stderr)
+    return removed
 
 
 def _why(exc):
@@ -68,22 +164,27 @@ def _why(exc):
 
 def download_files(info, filenames, directory, searched):
     """Download each of ``filenames`` (canonical ``.gz`` names) into ``directory`` from the first mirror
-    that serves a file with the published md5; raise one DataError if any cannot be had."""
+    that serves a file of the published size and md5, after removing the leftovers of killed downloads
+    of those files; raise one DataError if any cannot be had. The limits are the module's
+    ``TIMEOUT_S``, ``DEADLINE_S`` and the registry's size for each file (else ``MAX_BYTES``)."""
     directory = Path(directory)
+    urls = mirrors(info)
     directory.mkdir(parents=True, exist_ok=True)
+    remove_stale_downloads(directory, filenames)
     for position, filename in enumerate(filenames):
-        reasons, mismatch = [], None
-        for base in mirrors(info):
+        reasons, refused = [], None
+        limits = {"timeout": TIMEOUT_S, "max_bytes": info.sizes.get(filename, MAX_BYTES), "deadline_s": DEADLINE_S}
+        for base in urls:
             url = base.rstrip("/") + "/" + filename
             try:
-                fetch(url, directory / filename, info.md5.get(filename))
+                fetch(url, directory / filename, info.md5.get(filename), **limits)
                 break
-            except DataError as exc:  # a checksum mismatch: another mirror may serve the right bytes
-                mismatch = mismatch or exc
+            except DataError as exc:  # wrong bytes, too many or too slow: another mirror may do better
+                refused = refused or exc
             except (OSError, http.client.HTTPException) as exc:
                 reasons.append(f"{url}: {_why(exc)}")
         else:
-            if mismatch:
-                raise mismatch
+            if refused:
+                raise refused
             reason = f" and could not be downloaded ({'; '.join(reasons) or 'no mirror configured'})"
             raise DataError(missing_message(info, list(filenames[position:]), directory, searched, reason))
