@@ -2,6 +2,8 @@ import fcntl
 import hashlib
 import http.server
 import shutil
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -224,3 +226,29 @@ def test_a_mirror_that_is_not_a_url_is_a_config_error(tmp_path, monkeypatch, val
     with pytest.raises(ConfigError, match="^XPNN_MNIST_MIRROR: expected http:// or https:// mirror URLs separated by commas or spaces, found '"):
         load_dataset("mnist", train=False, root=tmp_path / "data")
     assert not (tmp_path / "data").exists()
+
+
+def test_a_killed_download_is_cleaned_up_by_the_next(tmp_path, monkeypatch, capsys):
+    """SIGKILL a real download mid-way: its temporary stays behind, and the next download removes it."""
+    target = tmp_path / "data" / "mnist"
+    with serve_handler(_streaming(piece=1, pause=0.01)) as url:
+        code = f"from xpnn.data.fetch import fetch; fetch({url + TEST_FILES[0]!r}, {str(target / TEST_FILES[0])!r})"
+        target.mkdir(parents=True)
+        child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while not list(target.iterdir()) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.1)
+        finally:
+            child.kill()
+            child.wait()
+    leftovers = [p.name for p in target.iterdir()]
+    assert len(leftovers) == 1 and leftovers[0].startswith(f".{TEST_FILES[0]}.")
+    write_mnist(tmp_path / "served", "test")
+    _trust(monkeypatch, tmp_path / "served")
+    with serve(tmp_path / "served") as url:
+        monkeypatch.setenv("XPNN_MNIST_MIRROR", url)
+        load_dataset("mnist", train=False, root=tmp_path / "data")
+    assert f"xpnn: removed 1 stale partial download(s) from {target}: {leftovers[0]}" in capsys.readouterr().err
+    assert sorted(p.name for p in target.iterdir()) == sorted(TEST_FILES)
