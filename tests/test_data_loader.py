@@ -6,7 +6,7 @@ import pytest
 from xpnn import backend as xb
 from xpnn import random as xpnn_random
 from xpnn.data import DataLoader
-from xpnn.errors import ConfigError, ShapeError
+from xpnn.errors import CheckpointError, ConfigError, ShapeError
 
 N = 23
 
@@ -36,7 +36,8 @@ def test_drop_last():
     assert len(loader) == 4
     assert [len(b) for b in _epoch(loader)] == [5, 5, 5, 5]
     assert len(DataLoader(*_data(), batch_size=N, drop_last=True)) == 1
-    assert len(DataLoader(*_data(), batch_size=N + 1, drop_last=True)) == 0
+    with pytest.raises(ConfigError, match=f"^DataLoader: expected at least one batch, found {N} samples, fewer than batch_size {N + 1}, with drop_last=True$"):
+        DataLoader(*_data(), batch_size=N + 1, drop_last=True)
 
 
 def test_shuffle_covers_each_sample_once_and_changes_every_epoch():
@@ -123,3 +124,42 @@ def test_mismatched_lengths():
 def test_batch_size_must_be_a_positive_int(bad):
     with pytest.raises(ConfigError, match=f"DataLoader: expected batch_size to be a positive int, got {bad!r}"):
         DataLoader(*_data(), batch_size=bad)
+
+
+def test_an_empty_dataset_is_refused():
+    """An empty loader would make an epoch that trains on nothing and divides by zero: it is an error."""
+    with pytest.raises(ConfigError, match=r"^DataLoader: expected at least one batch, found an empty dataset \(x of shape \(0, 3\)\)$"):
+        DataLoader(np.zeros((0, 3), np.float32), np.zeros(0, np.int64))
+
+
+def _state(**changes):
+    """A valid loader state with some fields of its generator state replaced."""
+    state = DataLoader(*_data(), shuffle=True, seed=1).state_dict()
+    generator = state["generator"]
+    for key, value in changes.items():
+        target = generator["state"] if key in ("state", "inc") else generator
+        target[key] = value
+    return state
+
+
+@pytest.mark.parametrize(
+    "state, message",
+    [
+        (None, "DataLoader state: expected a dict with the one key 'generator', found NoneType"),
+        ({"generator": {}, "epoch": 3}, r"DataLoader state: expected a dict with the one key 'generator', found \['epoch', 'generator'\]"),
+        ({"generator": "abc"}, "DataLoader state 'generator': expected a dict with keys bit_generator, has_uint32, state, uinteger, found str"),
+        (_state(bit_generator="MT19937"), "DataLoader state 'generator': expected bit_generator 'PCG64', found 'MT19937'"),
+        (_state(state=1.5), r"DataLoader state 'generator' state.state: expected an integer in \[0, \d+\), found 1.5"),
+        (_state(state=-1), r"state.state: expected an integer in \[0, \d+\), found -1"),
+        (_state(inc=2**200 + 1), r"state.inc: expected an integer in \[0, \d+\), found 1606"),
+        (_state(inc=4), r"DataLoader state 'generator': expected an odd state.inc \(PCG64 increments are odd\), found 4"),
+        (_state(has_uint32=True), r"has_uint32: expected an integer in \[0, 2\), found True"),
+        (_state(uinteger="7"), r"uinteger: expected an integer in \[0, 4294967296\), found '7'"),
+    ],
+)
+def test_load_state_dict_refuses_junk_and_changes_nothing(state, message):
+    loader = DataLoader(*_data(), batch_size=4, shuffle=True, seed=5)
+    before = loader.state_dict()
+    with pytest.raises(CheckpointError, match=message):
+        loader.load_state_dict(state)
+    assert loader.state_dict() == before

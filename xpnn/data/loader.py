@@ -5,7 +5,10 @@ import numpy as np
 
 from .. import backend
 from .. import random as xpnn_random
-from ..errors import ConfigError, ShapeError
+from ..errors import CheckpointError, ConfigError, ShapeError
+
+UINT128 = 1 << 128
+UINT32 = 1 << 32
 
 
 class DataLoader:
@@ -15,7 +18,9 @@ class DataLoader:
     on their own backend (host data goes to NumPy). With ``shuffle``, every ``iter()`` starts a new
     epoch in a new order from a host generator seeded with ``seed`` (None: drawn from
     :func:`xpnn.random.default_generator`, so ``xpnn.random.manual_seed`` makes it reproducible).
-    ``len()`` is the number of batches per epoch, as in PyTorch.
+    ``len()`` is the number of batches per epoch, as in PyTorch. A loader with no batch to yield (no
+    samples, or fewer than ``batch_size`` with ``drop_last``) is a ConfigError at construction, so
+    that an epoch never silently does nothing.
     """
 
     def __init__(self, x, y, batch_size=64, shuffle=False, drop_last=False, seed=None, device=None):
@@ -34,6 +39,8 @@ class DataLoader:
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.drop_last = drop_last
+        if len(self) == 0:
+            raise ConfigError(f"DataLoader: expected at least one batch, found {self._no_batch_reason()}")
         if seed is None:
             seed = int(xpnn_random.default_generator().integers(2**63))
         self.generator = np.random.default_rng(seed)
@@ -46,6 +53,11 @@ class DataLoader:
     def __len__(self):
         full, rest = divmod(self.dataset_size, self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
+
+    def _no_batch_reason(self):
+        if self.dataset_size == 0:
+            return f"an empty dataset (x of shape {tuple(self.x.shape)})"
+        return f"{self.dataset_size} samples, fewer than batch_size {self.batch_size}, with drop_last=True"
 
     def __iter__(self):
         """Start an epoch: the shuffle is drawn here, when iteration begins, not at the first batch."""
@@ -68,5 +80,40 @@ class DataLoader:
         return {"generator": self.generator.bit_generator.state}
 
     def load_state_dict(self, state):
-        """Restore a state returned by :meth:`state_dict`."""
-        self.generator.bit_generator.state = state["generator"]
+        """Restore a state returned by :meth:`state_dict`. It usually comes from a checkpoint, so it is
+        untrusted: every field is checked first, then the generator is set whole, or a CheckpointError
+        says what was expected and what was found and the loader is left as it was."""
+        if not isinstance(state, dict) or set(state) != {"generator"}:
+            found = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise CheckpointError(f"DataLoader state: expected a dict with the one key 'generator', found {found}")
+        bit_generator = self.generator.bit_generator
+        trial = type(bit_generator)()
+        trial.state = _checked_generator_state(state["generator"], type(bit_generator).__name__)
+        bit_generator.state = trial.state
+
+
+def _checked_generator_state(state, kind):
+    """``state`` if it is a valid state of a NumPy ``kind`` (PCG64) bit generator, else a CheckpointError."""
+    where = "DataLoader state 'generator'"
+    if not isinstance(state, dict) or set(state) != {"bit_generator", "state", "has_uint32", "uinteger"}:
+        found = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{where}: expected a dict with keys bit_generator, has_uint32, state, uinteger, found {found}")
+    if state["bit_generator"] != kind:
+        raise CheckpointError(f"{where}: expected bit_generator {kind!r}, found {state['bit_generator']!r}")
+    inner = state["state"]
+    if not isinstance(inner, dict) or set(inner) != {"state", "inc"}:
+        found = sorted(inner) if isinstance(inner, dict) else type(inner).__name__
+        raise CheckpointError(f"{where}: expected 'state' to be a dict with keys inc, state, found {found}")
+    _check_int(f"{where} state.state", inner["state"], UINT128)
+    _check_int(f"{where} state.inc", inner["inc"], UINT128)
+    if inner["inc"] % 2 == 0:
+        raise CheckpointError(f"{where}: expected an odd state.inc (PCG64 increments are odd), found {inner['inc']}")
+    _check_int(f"{where} has_uint32", state["has_uint32"], 2)
+    _check_int(f"{where} uinteger", state["uinteger"], UINT32)
+    return state
+
+
+def _check_int(name, value, bound):
+    """``value`` must be a plain int (not a bool or a float) in [0, bound)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < bound:
+        raise CheckpointError(f"{name}: expected an integer in [0, {bound}), found {value!r}")
