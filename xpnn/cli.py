@@ -1,8 +1,10 @@
 """The ``xpnn`` command: ``xpnn train``, ``xpnn eval`` and ``xpnn info``.
 
 Every mistake a user can make (a bad option, a missing or corrupt file, ``--device cuda`` without
-CuPy or a GPU, a checkpoint that does not fit, a diverging run) ends with one line on stderr,
-``xpnn: error: ...``, and exit status 2; Ctrl-C exits with 130 and says which checkpoint is intact.
+CuPy or a GPU, a checkpoint that does not fit, a run folder that holds another run, a diverging
+run) ends with one line on stderr, ``xpnn: error: ...``, and exit status 2; Ctrl-C exits with 130
+and SIGTERM with 143, each saying which checkpoint is intact; a closed stdout (``| head``) ends the
+command quietly. Warnings are one line each, ``xpnn: warning: ...``.
 """
 
 import argparse
@@ -10,15 +12,20 @@ import importlib
 import importlib.metadata
 import importlib.util
 import json
+import math
+import os
 import platform
+import signal
 import sys
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__, backend, optim
 from .data.registry import DATASETS
-from .errors import CheckpointError, ConfigError, XpnnError
+from .errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, XpnnError
 from .models import MODELS, build_model
 
 
@@ -51,6 +58,12 @@ MODEL_DEFAULTS = {  # one per name in models.MODELS; they reach >= 98% (mlp, 10 
 }
 SETTINGS = (*DEFAULTS, "epochs", "batch_size", "lr")
 EVAL_BATCH = 1000
+EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_BROKEN_PIPE = 2, 130, 143, 141
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that a run stops the same clean way (writes finish or roll
+    back, the intact checkpoint is named) but exits with 143."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -117,7 +130,12 @@ def build_parser():
     train.add_argument("--schedule", choices=tuple(SCHEDULES), help=f"learning-rate schedule over the epochs, stepped every batch (default {DEFAULTS['schedule']})")
     train.add_argument("--seed", type=_non_negative_int, help="seed of weights, shuffling and dropout (default 0)")
     train.add_argument("--data-dir", help="directory holding (or receiving) the dataset files (default: $XPNN_DATA_DIR or ~/.cache/xpnn)")
-    train.add_argument("--out", help="output directory (default runs/<dataset>-<model>; on --resume, the checkpoint's directory)")
+    train.add_argument(
+        "--out",
+        help="output directory (default runs/<dataset>-<model>, or runs/<dataset>-<model>-2, ... when that one holds a run; "
+        "on --resume, the checkpoint's directory). A folder holding another run's checkpoint is refused unless --overwrite",
+    )
+    train.add_argument("--overwrite", action="store_true", help="let this run replace the checkpoint, history and curves already in --out")
     train.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in CHECKPOINT (a model.npz) up to --epochs")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (the per-epoch lines stay)")
     train.set_defaults(func=_train)
@@ -143,23 +161,137 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help / --version (0) or a usage error, already printed on one line
         return exc.code if isinstance(exc.code, int) else 2
+    previous = _stop_on_sigterm()
     try:
-        return args.func(args) or 0
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            status = args.func(args) or 0
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        return _stdout_gone()
     except KeyboardInterrupt as exc:
-        print("xpnn: interrupted" + (f"; {exc}" if str(exc) else ""), file=sys.stderr)
-        return 130
+        what, status = ("terminated", EXIT_TERMINATED) if isinstance(exc, Terminated) else ("interrupted", EXIT_INTERRUPTED)
+        print(f"xpnn: {what}" + (f"; {exc}" if str(exc) else ""), file=sys.stderr)
+        return status
     except XpnnError as exc:
         return _fail(str(exc))
     except OSError as exc:
         return _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _fail(message):
-    print("xpnn: error: " + " ".join(message.split()), file=sys.stderr)
-    return 2
+    print("xpnn: error: " + _one_line(message), file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _one_line(text):
+    return " ".join(str(text).split())
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Print a warning as one line, ``xpnn: warning: ...``, without the source location."""
+    print("xpnn: warning: " + _one_line(message), file=sys.stderr)
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _stop_on_sigterm():
+    """Turn SIGTERM into :class:`Terminated` while the command runs; returns the handler to put
+    back (None where signals cannot be caught: not the main thread, no SIGTERM)."""
+    if not hasattr(signal, "SIGTERM") or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _stdout_gone():
+    """stdout was closed by its reader (``xpnn eval ... | head``): stop without a message, and
+    point stdout at the null device so that the interpreter's final flush does not complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 # ---- train -----------------------------------------------------------------------------------
+
+MAX_EPOCHS, MAX_BATCH, MAX_CLASSES, MAX_SIDE, MAX_PIXELS, MAX_SEED = 10**6, 2**20, 10**5, 2**15, 2**26, 2**64 - 1
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_in(low, high):
+    def check(value):
+        return _is_int(value) and low <= value <= high
+
+    return check, f"an integer from {low} to {high}"
+
+
+def _image_shape_ok(value):
+    return (
+        isinstance(value, list)
+        and len(value) == 3
+        and all(_is_int(side) and 1 <= side <= MAX_SIDE for side in value)
+        and math.prod(value) <= MAX_PIXELS
+    )
+
+
+def _run_config_schema():
+    """What each value of a checkpoint's run config must be: (check, description)."""
+    return {
+        "model": (lambda v: v in MODELS, f"one of {', '.join(MODELS)}"),
+        "dataset": (lambda v: v in DATASETS, f"one of {', '.join(DATASETS)}"),
+        "optimizer": (lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
+        "schedule": (lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+        "epochs": _int_in(1, MAX_EPOCHS),
+        "batch_size": _int_in(1, MAX_BATCH),
+        "seed": _int_in(0, MAX_SEED),
+        "lr": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0, "a finite number > 0"),
+        "image_shape": (_image_shape_ok, f"[channels, height, width] of positive integers, at most {MAX_PIXELS} values in all"),
+        "num_classes": _int_in(1, MAX_CLASSES),
+        "classes": (lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v), "a list of class names"),
+    }
+
+
+def _check_run_config(checkpoint, required):
+    """The checkpoint's run config is untrusted input: every key in ``required`` must be present,
+    and every known key must hold a value of its schema, before any of it is used."""
+    config = checkpoint.config
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint {checkpoint.path}: its run config is a {type(config).__name__}, expected a JSON object")
+    missing = [key for key in required if key not in config]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {checkpoint.path} was not written by 'xpnn train' (its config lacks {', '.join(missing)}); it cannot be used here"
+        )
+    for key, (check, expected) in _run_config_schema().items():
+        if key in config and not _valid(check, config[key]):
+            raise CheckpointError(f"checkpoint {checkpoint.path} is corrupt: its config {key} is {_shown(config[key])}, expected {expected}")
+    classes = config.get("classes")
+    if classes is not None and len(classes) != config["num_classes"]:
+        raise CheckpointError(f"checkpoint {checkpoint.path} is corrupt: its config names {len(classes)} classes, expected num_classes = {config['num_classes']}")
+
+
+def _valid(check, value):
+    try:
+        return bool(check(value))
+    except TypeError:  # an unhashable value tested for membership
+        return False
+
+
+def _shown(value, limit=60):
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _settings(args, checkpoint):
@@ -172,9 +304,6 @@ def _settings(args, checkpoint):
         settings.update({key: model_defaults[key] if given[key] is None else given[key] for key in model_defaults})
         return settings
     config = checkpoint.config
-    missing = [key for key in SETTINGS if key not in config]
-    if missing:
-        raise CheckpointError(f"checkpoint {checkpoint.path} was not written by 'xpnn train' (its config lacks {', '.join(missing)}); it cannot be resumed here")
     for key, value in given.items():
         if key != "epochs" and value is not None and value != config[key]:
             flag = "--" + key.replace("_", "-")
@@ -186,29 +315,109 @@ def _settings(args, checkpoint):
     return settings
 
 
+def _load_run_checkpoint(path, required):
+    from .train import load_checkpoint
+
+    if not path.strip():
+        raise ConfigError(f"expected a checkpoint path, got {path!r} (an unset shell variable?)")
+    checkpoint = load_checkpoint(path)
+    _check_run_config(checkpoint, required)
+    return checkpoint
+
+
+def _run_folder(args, settings, checkpoint):
+    """Where this run writes, checked (not yet created): --out, else the resumed checkpoint's
+    folder, else the first free runs/<dataset>-<model>[-N]. A folder holding another run's
+    checkpoint is refused unless --overwrite."""
+    from .train import RunFolder
+
+    if args.out is not None and not args.out.strip():
+        raise ConfigError(f"--out expects a folder, got {args.out!r} (an unset shell variable?)")
+    if args.out:
+        folder = RunFolder(args.out)
+    elif checkpoint is not None:
+        folder = RunFolder(checkpoint.path.parent)
+    else:
+        folder = RunFolder.fresh(Path("runs") / f"{settings['dataset']}-{settings['model']}")
+    if not args.overwrite:
+        if checkpoint is not None and folder.holds_other_checkpoint(checkpoint.path):
+            raise ConfigError(
+                f"run folder {folder.path} holds another run's checkpoint ({folder.checkpoint}); resuming {checkpoint.path} there would "
+                f"replace it: pass --out with a folder of its own, or --overwrite"
+            )
+        if checkpoint is None and folder.holds_checkpoint():
+            raise ConfigError(
+                f"run folder {folder.path} already holds a checkpoint ({folder.checkpoint}); pass --resume {folder.checkpoint} to continue "
+                "that run, another --out for a new one, or --overwrite to replace it"
+            )
+    folder.check()
+    return folder
+
+
+def _trainable_data(train_set, test_set):
+    for split in (train_set, test_set):
+        if len(split) == 0:
+            raise DataError(f"dataset {split.name} ({split.split} split) holds no images; expected at least one to train and validate on")
+
+
+def _model_for(name, image_shape, classes, dataset, xp):
+    try:
+        return build_model(name, image_shape, len(classes), device=xp)
+    except ConfigError as exc:
+        shape = "x".join(map(str, image_shape))
+        raise ConfigError(f"dataset {dataset} ({shape} images, {len(classes)} classes) cannot train model {name}: {exc}") from exc
+
+
+def _refuse_non_finite(checkpoint, model, optimizer=None):
+    """A checkpoint holding NaN or infinity (a diverged run saved by an older xpnn, or edited) is
+    neither evaluated nor resumed."""
+    from .train.finite import non_finite_state
+
+    problem = non_finite_state(model, optimizer)
+    if problem is not None:
+        raise CheckpointError(
+            f"checkpoint {checkpoint.path} holds a NaN or infinite {problem}: the run it saved had diverged; "
+            "use an earlier checkpoint or start a new run with a lower learning rate"
+        )
+
+
+def _kept(saver, checkpoint):
+    """Which checkpoint survives a run stopped early, as the end of a sentence."""
+    if saver.last_saved is not None:
+        return f"the last checkpoint, {saver.path} (epoch {saver.last_saved}), is intact"
+    if checkpoint is not None:
+        return f"no epoch completed; {checkpoint.path} (epoch {checkpoint.epoch}) is unchanged"
+    return "no epoch completed, so no checkpoint was written"
+
+
+def _chance_level(accuracy, labels):
+    """Whether ``accuracy`` on ``labels`` is within noise of always answering the most frequent
+    class (three standard errors of that rate, plus a point)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64))
+    majority = counts.max() / counts.sum()
+    margin = 3 * math.sqrt(majority * (1 - majority) / counts.sum()) + 0.01
+    return accuracy <= majority + margin, majority
+
+
 def _train(args):
     from . import random as xpnn_random
     from .data import DataLoader, load_dataset
-    from .train import Callback, ModelCheckpoint, Trainer, load_checkpoint
+    from .train import Trainer
 
-    checkpoint = load_checkpoint(args.resume) if args.resume else None
+    checkpoint = _load_run_checkpoint(args.resume, SETTINGS) if args.resume is not None else None
     s = _settings(args, checkpoint)
     xp = backend.resolve(args.device)  # fails fast on --device cuda without CuPy or a GPU
-    if args.out:
-        out = Path(args.out)
-    elif checkpoint is not None:
-        out = checkpoint.path.parent
-    else:
-        out = Path("runs") / f"{s['dataset']}-{s['model']}"
+    folder = _run_folder(args, s, checkpoint)
     train_set = load_dataset(s["dataset"], train=True, root=args.data_dir)
     test_set = load_dataset(s["dataset"], train=False, root=args.data_dir)
+    _trainable_data(train_set, test_set)
     x, y = train_set.arrays()
     x_test, y_test = test_set.arrays()
     image_shape = tuple(x.shape[1:])
     classes = list(train_set.classes)
 
     xpnn_random.manual_seed(s["seed"])
-    model = build_model(s["model"], image_shape, len(classes), device=xp)
+    model = _model_for(s["model"], image_shape, classes, train_set.name, xp)
     optimizer = OPTIMIZERS[s["optimizer"]](model.parameters(), s["lr"])
     train_loader = DataLoader(x, y, batch_size=s["batch_size"], shuffle=True, seed=s["seed"], device=xp)
     scheduler = SCHEDULES[s["schedule"]](optimizer, s["epochs"], len(train_loader))
@@ -219,44 +428,67 @@ def _train(args):
     start = 0
     if checkpoint is not None:
         start = trainer.restore(checkpoint, loader=train_loader)
+        _refuse_non_finite(checkpoint, model, optimizer)
         if isinstance(scheduler, optim.CosineAnnealingLR):  # more epochs than planned: stretch the cosine
             scheduler.T_max = max(scheduler.T_max, s["epochs"] * len(train_loader))
 
-    out.mkdir(parents=True, exist_ok=True)
-    model_path, history_path, curves_path = out / "model.npz", out / "history.json", out / "curves.png"
-    saver = ModelCheckpoint(model_path, config=config)
+    removed = folder.claim()
+    try:
+        if removed:
+            names = ", ".join(p.name for p in removed)
+            print(f"xpnn: removed {_plural(len(removed), 'temporary file')} left in {folder.path} by an interrupted write ({names})", file=sys.stderr)
+        return _fit(args, s, trainer, folder, checkpoint, config, train_loader, test_loader, train_set, test_set, start, y_test)
+    finally:
+        folder.release()
+
+
+def _fit(args, s, trainer, folder, checkpoint, config, train_loader, test_loader, train_set, test_set, start, y_test):
+    """Train in the claimed ``folder``; report how the run ended and what was written."""
+    from .files import signals_held
+    from .train import Callback, ModelCheckpoint, WarnOnDivergence
+
+    saver = ModelCheckpoint(folder.checkpoint, config=config)
 
     class WriteHistory(Callback):
         def on_epoch_end(self, epoch, logs):
-            self.trainer.history.save(history_path)
+            with signals_held():
+                self.trainer.history.save(folder.history)
 
+    model = trainer.model
     verb = f"resuming at epoch {start + 1}" if checkpoint is not None else "training"
     print(
         f"xpnn: {verb} {s['model']} ({model.num_parameters():,} parameters) on {train_set.name}: {len(train_set)} training images, "
-        f"validation = the {len(test_set)}-image test split; device {backend.device_name(xp)}; {s['optimizer']} lr {s['lr']:g}, "
-        f"batch {s['batch_size']}, {s['schedule']} schedule, {_plural(s['epochs'], 'epoch')}, seed {s['seed']}",
+        f"validation = the {len(test_set)}-image test split; device {backend.device_name(model.xp)}; {s['optimizer']} lr {s['lr']:g}, "
+        f"batch {s['batch_size']}, {s['schedule']} schedule, {_plural(s['epochs'], 'epoch')}, seed {s['seed']}; run folder {folder.path}",
         flush=True,
     )
+    callbacks = [saver, WriteHistory(), WarnOnDivergence()]
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is reported once, by NonFiniteLossError
-            history = trainer.fit(train_loader, s["epochs"], valid=test_loader, callbacks=[saver, WriteHistory()], start_epoch=start, progress=not args.no_progress)
-    except KeyboardInterrupt:
-        if saver.last_saved is not None:
-            raise KeyboardInterrupt(f"the last checkpoint, {model_path} (epoch {saver.last_saved}), is intact") from None
-        if checkpoint is not None:
-            raise KeyboardInterrupt(f"no epoch completed; {checkpoint.path} (epoch {checkpoint.epoch}) is unchanged") from None
-        raise KeyboardInterrupt("no epoch completed, so no checkpoint was written") from None
+            history = trainer.fit(train_loader, s["epochs"], valid=test_loader, callbacks=callbacks, start_epoch=start, progress=not args.no_progress)
+    except KeyboardInterrupt as exc:
+        raise type(exc)(_kept(saver, checkpoint)) from None
+    except NonFiniteLossError as exc:
+        raise NonFiniteLossError(f"{exc}; {_kept(saver, checkpoint)}") from None
 
-    written = [f"{model_path} (checkpoint)", str(history_path)]
+    written = [f"{folder.checkpoint} (checkpoint)", str(folder.history)]
     if importlib.util.find_spec("matplotlib") is not None:
         from .train import plot_history
 
-        plot_history(history, curves_path)
-        written.append(str(curves_path))
+        with signals_held():
+            plot_history(history, folder.curves)
+        written.append(str(folder.curves))
     else:
         print("xpnn: matplotlib is not installed, so no curves.png; pip install 'xpnn[plot]'", file=sys.stderr)
     if history["val_acc"]:
-        print(f"test accuracy {history['val_acc'][-1]:.2%} (loss {history['val_loss'][-1]:.4f}) after {_plural(history.epochs, 'epoch')}")
+        accuracy = history["val_acc"][-1]
+        print(f"test accuracy {accuracy:.2%} (loss {history['val_loss'][-1]:.4f}) after {_plural(history.epochs, 'epoch')}")
+        chance, majority = _chance_level(accuracy, y_test)
+        if chance:
+            warnings.warn(
+                f"test accuracy {accuracy:.2%} is at chance level (always answering the most frequent class scores {majority:.2%}): "
+                f"the model learned nothing; try a lower learning rate than {s['lr']:g}"
+            )
     print("wrote " + ", ".join(written))
     return 0
 
@@ -271,16 +503,14 @@ def _plural(n, word):
 def _eval(args):
     from . import nn
     from .data import load_dataset
-    from .train import Trainer, confusion_matrix, format_confusion_matrix, load_checkpoint
+    from .train import Trainer, confusion_matrix, format_confusion_matrix
 
-    checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint = _load_run_checkpoint(args.checkpoint, ("model", "dataset", "image_shape", "num_classes"))
     config = checkpoint.config
-    missing = [key for key in ("model", "dataset", "image_shape", "num_classes") if key not in config]
-    if missing:
-        raise CheckpointError(f"checkpoint {checkpoint.path} has no model config ({', '.join(missing)} missing); was it written by 'xpnn train'?")
     xp = backend.resolve(args.device)
     model = build_model(config["model"], config["image_shape"], config["num_classes"], device=xp)
     checkpoint.restore(model, rng=False)
+    _refuse_non_finite(checkpoint, model)
     test_set = load_dataset(config["dataset"], train=False, root=args.data_dir)
     x, y = test_set.arrays()
     if tuple(x.shape[1:]) != tuple(config["image_shape"]):

@@ -2,8 +2,9 @@
 
 Per step the loop does forward, loss, ``optimizer.zero_grad()``, ``model.backward_params(loss_fn.backward())``,
 ``optimizer.step()`` and keeps the step's loss and correct count as 0-d device arrays; nothing is read
-back to the host inside a step. Every ``log_every`` steps and at the end of the epoch the pending
-values are read back together (one device sync), checked for NaN/inf (naming the first bad step)
+back to the host inside a step. After the fit's first step (where the loss started, for
+:class:`~xpnn.train.WarnOnDivergence`), every ``log_every`` steps and at the end of the epoch the
+pending values are read back together (one device sync), checked for NaN/inf (naming the first bad step)
 and added to the epoch's totals, and the progress bar advances.
 """
 
@@ -56,6 +57,9 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.stop_training = False
         self.train_loader = None
+        self.initial_loss = None  # the loss of this fit's first step
+        self.last_step_lr = None  # the learning rate of the latest optimizer step
+        self.start_epoch = 0  # the epoch the latest fit started from
 
     # ---- training --------------------------------------------------------------------------
 
@@ -65,8 +69,12 @@ class Trainer:
         evaluated after each epoch. Returns the :class:`History` (also ``self.history``), whose
         entries from ``start_epoch`` on are replaced by this run's."""
         callbacks = list(callbacks)
+        if hasattr(train_loader, "__len__") and len(train_loader) == 0:
+            raise ConfigError("Trainer.fit: the training loader yields no batches (an empty dataset?); expected at least one")
         self.train_loader = train_loader
         self.stop_training = False
+        self.initial_loss = None
+        self.start_epoch = start_epoch
         for key in self.history:
             del self.history[key][start_epoch:]
         for cb in callbacks:
@@ -103,11 +111,13 @@ class Trainer:
         forward, backward = model.forward, model.backward_params
         loss_forward, loss_backward = self.loss_fn.forward, self.loss_fn.backward
         zero_grad, step = self.optimizer.zero_grad, self.optimizer.step
+        first_group = self.optimizer.param_groups[0]
         count = self._count
         schedule = self.scheduler.step if self.scheduler is not None and self.scheduler_interval == "step" else None
         tally = _Tally(self._loss_weighted, count is not None)
-        losses, correct, sizes = tally.losses, tally.correct, tally.sizes
+        losses, correct, sizes, rates = tally.losses, tally.correct, tally.sizes, tally.rates
         every = self.log_every
+        flush_at = 1 if self.initial_loss is None else every  # the fit's first step is read at once: where the loss started
         total = len(loader) if hasattr(loader, "__len__") else None
         bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", file=sys.stderr, leave=False, disable=not progress, dynamic_ncols=True, mininterval=0)
         try:
@@ -116,6 +126,7 @@ class Trainer:
                 loss = loss_forward(logits, yb)
                 zero_grad()
                 backward(loss_backward())
+                rates.append(first_group["lr"])
                 step()
                 if schedule is not None:
                     schedule()
@@ -123,12 +134,16 @@ class Trainer:
                 sizes.append(xb.shape[0])
                 if count is not None:
                     correct.append(count(logits, yb))
-                if len(losses) == every:
+                if len(losses) == flush_at:
                     self._read_back(tally, bar, epoch, total)
+                    flush_at = every
             self._read_back(tally, bar, epoch, total)
             backend.synchronize(model.xp)
         finally:
             bar.close()
+        if not tally.samples:
+            raise ConfigError(f"Trainer.fit: the training loader yielded no samples in epoch {epoch + 1}; expected at least one batch")
+        self.last_step_lr = tally.last_lr
         return tally.mean_loss(), tally.accuracy()
 
     def _read_back(self, tally, bar, epoch, total):
@@ -136,13 +151,14 @@ class Trainer:
         pending = len(tally.losses)
         bad = tally.flush()
         if bad is not None:
-            step, value = bad
-            lr = self.optimizer.param_groups[0]["lr"]
+            step, value, lr = bad
             of = f" of {total}" if total else ""
             raise NonFiniteLossError(
-                f"non-finite loss ({value}) at epoch {epoch + 1}, step {step + 1}{of}: training diverged; "
-                f"lower the learning rate (now {lr:g}) or check the inputs for NaN/inf"
+                f"non-finite loss ({value}) at epoch {epoch + 1}, step {step + 1}{of}, learning rate {lr:g} at that step: "
+                "training diverged; lower the learning rate or check the inputs for NaN/inf"
             )
+        if self.initial_loss is None and tally.samples:
+            self.initial_loss = tally.mean_loss()
         if not bar.disable and pending:
             acc = tally.accuracy()
             postfix = f"loss {tally.mean_loss():.4f}" + (f", acc {acc:.2%}" if acc is not None else "")
@@ -172,6 +188,8 @@ class Trainer:
             tally.flush()
         finally:
             model.train(was_training)
+        if not tally.samples:
+            raise ConfigError("Trainer.evaluate: the loader yielded no samples (an empty dataset?); expected at least one batch")
         result = {"loss": tally.mean_loss()}
         if count is not None:
             result["accuracy"] = tally.accuracy()
@@ -180,13 +198,16 @@ class Trainer:
     def predict(self, data, batch_size=256, logits=False):
         """Class indices (or, with ``logits``, the raw outputs) for ``data``: an array of inputs
         (host or device; fed in batches of ``batch_size``) or a loader yielding ``x`` or ``(x, y)``.
-        Returns a device array on the model's device."""
+        Returns a device array on the model's device; an empty input gives an empty output."""
         model = self.model
         xp = model.xp
         if hasattr(data, "shape"):
+            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+                raise ConfigError(f"Trainer.predict: expected batch_size a positive integer, got {batch_size!r}")
             dtype = next(iter(model.parameters())).dtype if model.num_parameters() else None
             n = data.shape[0]
-            batches = (backend.asarray(data[a:a + batch_size, ...], xp, dtype, model.device) for a in range(0, n, batch_size))
+            starts = range(0, n, batch_size) if n else (0,)  # an empty input goes through once, as an empty batch
+            batches = (backend.asarray(data[a:a + batch_size, ...], xp, dtype, model.device) for a in starts)
         else:
             batches = (b[0] if isinstance(b, (tuple, list)) else b for b in data)
         was_training = model.training
@@ -195,6 +216,8 @@ class Trainer:
             outputs = [model.forward(xb) for xb in batches]
         finally:
             model.train(was_training)
+        if not outputs:
+            raise ConfigError("Trainer.predict: the loader yielded no batches; expected at least one")
         out = xp.concat(outputs, axis=0)
         return out if logits else xp.argmax(out, axis=1)
 
@@ -227,16 +250,17 @@ def _summary(epoch, epochs, logs):
 class _Tally:
     """Per-step values waiting on the device, and the host totals they are folded into."""
 
-    __slots__ = ("weighted", "counts", "losses", "correct", "sizes", "loss_sum", "correct_sum", "samples", "steps")
+    __slots__ = ("weighted", "counts", "losses", "correct", "sizes", "rates", "loss_sum", "correct_sum", "samples", "steps", "last_lr")
 
     def __init__(self, weighted, counts):
         self.weighted, self.counts = weighted, counts
-        self.losses, self.correct, self.sizes = [], [], []
+        self.losses, self.correct, self.sizes, self.rates = [], [], [], []
         self.loss_sum, self.correct_sum, self.samples, self.steps = 0.0, 0, 0, 0
+        self.last_lr = None
 
     def flush(self):
-        """Read the pending values back (one sync) and add them up; returns (step, value) of the
-        first non-finite loss among them, or None."""
+        """Read the pending values back (one sync) and add them up; returns (step, value, learning
+        rate of that step or None) of the first non-finite loss among them, or None."""
         if not self.losses:
             return None
         xp = backend.namespace_of(self.losses[0])
@@ -246,15 +270,18 @@ class _Tally:
         finite = np.isfinite(values)
         if not finite.all():
             first = int(np.argmin(finite))
-            bad = (self.steps + first, float(values[first]))
+            bad = (self.steps + first, float(values[first]), self.rates[first] if self.rates else None)
         self.loss_sum += float(values @ sizes) if self.weighted else float(values.sum())
         if self.correct:
             self.correct_sum += int(backend.to_numpy(xp.stack(self.correct)).sum())
         self.samples += int(sizes.sum())
         self.steps += len(self.losses)
+        if self.rates:
+            self.last_lr = self.rates[-1]
         self.losses.clear()
         self.correct.clear()
         self.sizes.clear()
+        self.rates.clear()
         return bad
 
     def mean_loss(self):
