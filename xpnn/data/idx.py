@@ -29,7 +29,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 
 MAX_BYTES = 1 << 31  # the data size no IDX header may declare, whatever the caller expects (2 GiB)
-CHUNK = 1 << 20
+CHUNK = 1 << 16
 
 
 def _open_regular(path):
@@ -58,14 +58,13 @@ def _kind(mode):
 def _read_up_to(stream, size):
     """At most ``size`` bytes of ``stream``, read in bounded chunks, so memory grows only with the bytes
     that actually arrive, never with what a damaged header claims."""
-    parts, left = [], size
-    while left > 0:
-        part = stream.read(min(left, CHUNK))
+    data = bytearray()
+    while len(data) < size:
+        part = stream.read(min(size - len(data), CHUNK))
         if not part:
             break
-        parts.append(part)
-        left -= len(part)
-    return b"".join(parts)
+        data += part
+    return data
 
 
 def _shape_text(dims):
@@ -159,8 +158,8 @@ def read_idx(path, *, ndim=None, dtype=None, max_dims=None, max_bytes=MAX_BYTES)
         f.seek(0)
         read = _read_gzip if compressed else _read_raw
         file_dtype, dims, data = read(f, path.name, checks)
-    array = np.frombuffer(data, dtype=file_dtype).reshape(dims)
-    return array.astype(file_dtype.newbyteorder("="))  # a writable, native-order copy
+    array = np.frombuffer(data, dtype=file_dtype).reshape(dims)  # writable: data is a bytearray
+    return array.astype(file_dtype.newbyteorder("="), copy=False)  # native order; single bytes need no copy
 
 
 def write_idx(path, array):
