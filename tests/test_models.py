@@ -7,7 +7,7 @@ import pytest
 import xpnn
 from xpnn import backend as xb
 from xpnn import nn
-from xpnn.errors import ShapeError, XpnnError
+from xpnn.errors import ConfigError, XpnnError
 from xpnn.models import LeNet, MLP, MODELS, SimpleCNN, build_model
 
 needs_conv = pytest.mark.skipif(not all(hasattr(nn, n) for n in ("Conv2d", "MaxPool2d")), reason="nn.Conv2d/MaxPool2d not available yet")
@@ -39,7 +39,7 @@ def test_mlp_layers_dropout_activation_and_dtype():
     assert model.num_parameters() == 64 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
     with pytest.raises(XpnnError, match="unknown activation 'swish'; expected one of: relu"):
         MLP([4, 2], activation="swish")
-    with pytest.raises(ShapeError, match="at least two positive ints"):
+    with pytest.raises(ConfigError, match="at least two positive ints"):
         MLP([4])
 
 
@@ -83,7 +83,7 @@ def test_lenet_sizes_follow_the_image():
     assert out.shape == (2, 4)
     cnn = [m for m in SimpleCNN(1, (8, 8), 10) if isinstance(m, nn.Linear)]
     assert (cnn[0].in_features, cnn[0].out_features) == (8 * 8 * 8, 128)
-    with pytest.raises(ShapeError, match="at least 2x2"):
+    with pytest.raises(ConfigError, match="LeNet needs images of at least 2x2 pixels and 1 channel, got 1x8"):
         LeNet(1, (1, 8), 10)
 
 

@@ -212,11 +212,17 @@ def test_param_groups_have_their_own_learning_rates():
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda p: optim.SGD(p, lr=-1), "SGD: expected lr >= 0, got -1"),
+    (lambda p: optim.SGD(p, lr=-1), "SGD: expected lr to be a finite number >= 0, got -1"),
+    (lambda p: optim.SGD(p, lr=float("nan")), "SGD: expected lr to be a finite number >= 0, got nan"),
+    (lambda p: optim.Adam(p, lr=float("inf")), "Adam: expected lr to be a finite number >= 0, got inf"),
+    (lambda p: optim.RMSprop(p, lr="fast"), "RMSprop: expected lr to be a finite number >= 0, got 'fast'"),
+    (lambda p: optim.SGD(p, lr=0.1, nesterov="yes"), "SGD: expected nesterov to be True or False, got 'yes'"),
+    (lambda p: optim.SGD([{"params": p, "lr": -0.5}], lr=0.1), "SGD param group 0: expected lr to be a finite number >= 0, got -0.5"),
     (lambda p: optim.SGD(p, lr=0.1, nesterov=True), "SGD: nesterov needs momentum > 0 and dampening 0, got momentum=0.0, dampening=0.0"),
-    (lambda p: optim.Adam(p, betas=(1.0, 0.999)), r"Adam: expected betas\[0\] in \[0, 1\), got 1.0"),
-    (lambda p: optim.AdamW(p, eps=-1e-8), "AdamW: expected eps >= 0, got -1e-08"),
-    (lambda p: optim.RMSprop(p, momentum=-0.5), "RMSprop: expected momentum >= 0, got -0.5"),
+    (lambda p: optim.Adam(p, betas=(1.0, 0.999)), r"Adam: expected betas to be a pair of numbers in \[0, 1\), got \(1.0, 0.999\)"),
+    (lambda p: optim.Adam(p, betas=0.9), r"Adam: expected betas to be a pair of numbers in \[0, 1\), got 0.9"),
+    (lambda p: optim.AdamW(p, eps=-1e-8), "AdamW: expected eps to be a finite number >= 0, got -1e-08"),
+    (lambda p: optim.RMSprop(p, momentum=-0.5), "RMSprop: expected momentum to be a finite number >= 0, got -0.5"),
     (lambda p: optim.Adam([]), "Adam: got an empty parameter list"),
 ])
 def test_bad_hyper_parameters_are_rejected(make, message):
@@ -231,8 +237,14 @@ def test_non_parameters_are_rejected():
 
 def test_a_parameter_in_two_groups_is_rejected():
     shared = nn.Parameter(np.zeros(2, dtype=np.float32))
-    with pytest.raises(ConfigError, match="SGD: a parameter appears in more than one group"):
+    with pytest.raises(ConfigError, match="SGD: expected each parameter once, got parameter 0 of group 1 a second time"):
         optim.SGD([{"params": [shared]}, {"params": [shared], "lr": 1.0}], lr=0.1)
+
+
+def test_a_parameter_listed_twice_in_one_group_is_rejected():
+    model = nn.Linear(2, 3)
+    with pytest.raises(ConfigError, match="Adam: expected each parameter once, got parameter 2 of group 0 a second time"):
+        optim.Adam([model.weight, model.bias, model.weight])
 
 
 def _lrs(make, epochs=8, lr=0.1):
@@ -293,12 +305,14 @@ def test_schedule_state_dict_round_trip():
 
 def test_bad_schedule_arguments():
     opt = optim.SGD([nn.Parameter(np.zeros(1, dtype=np.float32))], lr=0.1)
-    with pytest.raises(ConfigError, match="StepLR: expected step_size >= 1, got 0"):
+    with pytest.raises(ConfigError, match="StepLR: expected step_size to be an int >= 1, got 0"):
         optim.StepLR(opt, 0)
-    with pytest.raises(ConfigError, match="CosineAnnealingLR: expected T_max > 0, got 0"):
+    with pytest.raises(ConfigError, match="CosineAnnealingLR: expected T_max to be a finite number > 0, got 0"):
         optim.CosineAnnealingLR(opt, 0)
-    with pytest.raises(ConfigError, match=r"LinearLR: expected 0 < start_factor <= 1 and 0 <= end_factor <= 1, got 0, 1.0"):
+    with pytest.raises(ConfigError, match=r"LinearLR: expected start_factor to be a number in \(0, 1\], got 0"):
         optim.LinearLR(opt, start_factor=0)
+    with pytest.raises(ConfigError, match="StepLR: expected last_epoch to be an int >= -1, got 'x'"):
+        optim.StepLR(opt, 2, last_epoch="x")
 
 
 @pytest.mark.parametrize("decay", [dict(l2=0.0, decay=1.0), dict(l2=0.01, decay=1.0), dict(l2=0.0, decay=0.999)], ids=["plain", "l2", "decoupled"])

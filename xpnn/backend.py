@@ -159,6 +159,14 @@ def kernel_dtype(x):
     return dtype_name(x.dtype) in ("float32", "float64")
 
 
+def update_dtype(x):
+    """The dtype an optimizer keeps ``x``'s state in and updates it in: float32 for float16, whose
+    range holds neither Adam's default eps of 1e-8 nor the square of a small gradient; else
+    ``x``'s own."""
+    xp = namespace_of(x)
+    return xp.float32 if x.dtype == getattr(xp, "float16", None) else x.dtype
+
+
 def device_of(x):
     """The device an array lives on, to create new arrays beside it (``device=`` of the
     creation functions)."""

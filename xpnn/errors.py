@@ -44,3 +44,7 @@ class ArgumentTypeError(XpnnError, TypeError):
 class DivergenceWarning(UserWarning):
     """Training looks diverged without a NaN: the loss rose far above where it started, or the
     accuracy stayed at chance level."""
+
+
+class CallOrderError(XpnnError, RuntimeError):
+    """A method was called before the one whose results it needs (backward before forward)."""

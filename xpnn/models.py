@@ -5,8 +5,10 @@ Every model is a :class:`~xpnn.nn.Sequential` taking ``xp=`` (a device string or
 ``dtype=``; images are NCHW, and the MLP also takes already-flat (N, D) input.
 """
 
-from . import backend, nn
-from .errors import ShapeError, XpnnError
+import numbers
+
+from . import nn
+from .errors import ConfigError
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -20,21 +22,33 @@ ACTIVATIONS = {
 def _activation(activation):
     if isinstance(activation, str):
         if activation not in ACTIVATIONS:
-            raise XpnnError(f"unknown activation {activation!r}; expected one of: {', '.join(ACTIVATIONS)}")
+            raise ConfigError(f"unknown activation {activation!r}; expected one of: {', '.join(ACTIVATIONS)}")
         return ACTIVATIONS[activation]()
     if isinstance(activation, type) and issubclass(activation, nn.Module):
         return activation()
-    raise XpnnError(f"expected an activation name ({', '.join(ACTIVATIONS)}) or a Module class, got {activation!r}")
+    raise ConfigError(f"expected an activation name ({', '.join(ACTIVATIONS)}) or a Module class, got {activation!r}")
 
 
-def _image_shape(image_shape):
-    """(C, H, W) from (H, W) (one channel) or (C, H, W)."""
-    shape = tuple(int(d) for d in image_shape)
-    if len(shape) == 2:
-        shape = (1,) + shape
-    if len(shape) != 3 or min(shape) < 1:
-        raise ShapeError(f"expected an image shape (H, W) or (C, H, W) of positive sizes, got {tuple(image_shape)}")
-    return shape
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _checked_input(model, image_shape, num_classes, minimum=1):
+    """(C, H, W) from ``image_shape`` (H, W) (one channel) or (C, H, W), after checking that
+    ``model`` (its name, for the message) can take such images, at least ``minimum`` pixels on
+    each side, and ``num_classes``."""
+    try:
+        dims = tuple(image_shape)
+    except TypeError:
+        dims = ()
+    if len(dims) not in (2, 3) or not all(_is_int(d) for d in dims):
+        raise ConfigError(f"{model} needs an image shape (H, W) or (C, H, W) of ints, got {image_shape!r}")
+    c, h, w = (1, *dims) if len(dims) == 2 else dims
+    if c < 1 or h < minimum or w < minimum:
+        raise ConfigError(f"{model} needs images of at least {minimum}x{minimum} pixels and 1 channel, got {h}x{w} with {c} channel(s)")
+    if not _is_int(num_classes) or num_classes < 1:
+        raise ConfigError(f"{model} needs num_classes >= 1, got {num_classes!r}")
+    return int(c), int(h), int(w)
 
 
 def _conv_out(size, kernel, padding=0, stride=1):
@@ -58,7 +72,7 @@ class MLP(_Model):
     def __init__(self, sizes, activation="relu", dropout=0.0, init="he", dtype=None, xp=None):
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2 or min(sizes) < 1:
-            raise ShapeError(f"MLP: expected sizes [in_features, ..., out_features] of at least two positive ints, got {sizes}")
+            raise ConfigError(f"MLP: expected sizes [in_features, ..., out_features] of at least two positive ints, got {sizes}")
         _activation(activation)  # validate the name even when there is no hidden layer
         layers = [nn.Flatten()]
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -74,10 +88,11 @@ class MLP(_Model):
 
 class SimpleCNN(_Model):
     """The seed CNN: Conv2d(C, 8, 3, padding=1), ReLU, Flatten, Linear(8*H*W, 128), ReLU,
-    Linear(128, num_classes)."""
+    Linear(128, num_classes). The padding keeps the image size, so any image of at least 1x1
+    fits."""
 
     def __init__(self, in_channels=1, image_size=(28, 28), num_classes=10, dtype=None, xp=None):
-        c, h, w = _image_shape((in_channels, *_pair(image_size)))
+        c, h, w = _checked_input("SimpleCNN", (in_channels, *_pair(image_size)), num_classes)
         layers = [
             nn.Conv2d(c, 8, 3, padding=1, dtype=dtype, xp=xp),
             nn.ReLU(),
@@ -98,9 +113,7 @@ class LeNet(_Model):
     window, so no spatial size drops below 1. Images must be at least 2x2."""
 
     def __init__(self, in_channels=1, image_size=(28, 28), num_classes=10, dtype=None, xp=None):
-        c, h, w = _image_shape((in_channels, *_pair(image_size)))
-        if h < 2 or w < 2:
-            raise ShapeError(f"LeNet: expected images of at least 2x2, got {h}x{w}")
+        c, h, w = _checked_input("LeNet", (in_channels, *_pair(image_size)), num_classes, minimum=2)
         h, w = h // 2, w // 2  # conv1 keeps the size (padding 2), then the first pool halves it
         pad = tuple(max(0, -(-(6 - s) // 2)) for s in (h, w))  # smallest padding giving conv2 output >= 2
         h, w = (_conv_out(s, 5, p) // 2 for s, p in zip((h, w), pad))
@@ -126,17 +139,17 @@ def _pair(size):
 
 
 def _build_mlp(image_shape, num_classes, dtype, xp, hidden=(256,), activation="relu", dropout=0.0):
-    c, h, w = image_shape
+    c, h, w = _checked_input("MLP", image_shape, num_classes)
     return MLP([c * h * w, *hidden, num_classes], activation=activation, dropout=dropout, dtype=dtype, xp=xp)
 
 
 def _build_cnn(image_shape, num_classes, dtype, xp):
-    c, h, w = image_shape
+    c, h, w = _checked_input("SimpleCNN", image_shape, num_classes)
     return SimpleCNN(c, (h, w), num_classes, dtype=dtype, xp=xp)
 
 
 def _build_lenet(image_shape, num_classes, dtype, xp):
-    c, h, w = image_shape
+    c, h, w = _checked_input("LeNet", image_shape, num_classes, minimum=2)
     return LeNet(c, (h, w), num_classes, dtype=dtype, xp=xp)
 
 
@@ -146,13 +159,15 @@ MODELS = {"mlp": _build_mlp, "cnn": _build_cnn, "lenet": _build_lenet}
 def build_model(name, image_shape, num_classes, device=None, dtype=None, **options):
     """The model called ``name`` ("mlp", "cnn" or "lenet") for images of ``image_shape``
     ((H, W) or (C, H, W)) and ``num_classes`` classes, on ``device``. ``options`` go to the
-    model (for "mlp": ``hidden=(256,)``, ``activation``, ``dropout``)."""
+    model (for "mlp": ``hidden=(256,)``, ``activation``, ``dropout``). Images the model cannot
+    take (no pixels, no channel, smaller than LeNet's 2x2) and ``num_classes`` < 1 raise a
+    ConfigError naming the model and what it needs."""
     key = str(name).strip().lower()
     if key not in MODELS:
-        raise XpnnError(f"unknown model {name!r}; expected one of: {', '.join(MODELS)}")
+        raise ConfigError(f"unknown model {name!r}; expected one of: {', '.join(MODELS)}")
     try:
-        return MODELS[key](_image_shape(image_shape), int(num_classes), dtype, device, **options)
+        return MODELS[key](image_shape, num_classes, dtype, device, **options)
     except TypeError as exc:
         if "unexpected keyword" in str(exc):
-            raise XpnnError(f"model {key!r}: {exc}") from exc
+            raise ConfigError(f"model {key!r}: {exc}") from exc
         raise

@@ -1,7 +1,9 @@
 """Linear (fully connected) layer, and Identity."""
 
+import numbers
+
 from .. import backend
-from ..errors import ShapeError
+from ..errors import ConfigError, ShapeError
 from .init import initial_weight
 from .module import Module
 from .parameter import Parameter
@@ -35,6 +37,9 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, init="he", dtype=None, xp=None, generator=None):
         super().__init__(xp)
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"Linear: expected {name} to be a positive int, got {value!r}")
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self.init = init

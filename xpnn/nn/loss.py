@@ -21,9 +21,13 @@ class _Loss(Module):
         raise NotImplementedError
 
     def _reduce(self, xp, values, count):
-        """Sum or average the per-element ``values`` over ``count`` elements."""
+        """Sum or average the per-element ``values`` over ``count`` elements. The mean of no
+        elements is refused (PyTorch returns NaN, which would pass for a diverged loss)."""
         if self.reduction == "none":
             return values
+        if self.reduction == "mean" and count == 0:
+            raise ShapeError(f"{type(self).__name__}: cannot average over an empty input of shape {tuple(values.shape)}; "
+                             f"expected at least one element (reduction 'sum' or 'none' accepts it)")
         total = xp.sum(values)
         return xp.asarray(total / count if self.reduction == "mean" else total)
 
@@ -50,11 +54,13 @@ class _Loss(Module):
 
 
 def _check_labels(name, xp, logits, target):
-    """Validate integer class labels against (N, C) scores: shapes always, the label range where
-    it costs no device sync (``ops.check_labels``)."""
-    if logits.ndim != 2:
-        raise ShapeError(f"{name}: expected input of shape (N, C), got {tuple(logits.shape)}")
+    """Validate integer class labels against (N, C) scores: shapes and dtype always, the label
+    range where it costs no device sync (``ops.check_labels``)."""
+    if logits.ndim != 2 or logits.shape[1] < 1:
+        raise ShapeError(f"{name}: expected input of shape (N, C) with C >= 1 classes, got {tuple(logits.shape)}")
     backend.check_array(target, xp, f"{name} target")
+    if not _is_integer(target):
+        raise DTypeError(f"{name}: expected integer class labels, got {backend.dtype_name(target.dtype)} labels of shape {tuple(target.shape)}")
     if target.ndim != 1 or target.shape[0] != logits.shape[0]:
         raise ShapeError(f"{name}: expected class labels of shape ({logits.shape[0]},), got {tuple(target.shape)}")
     ops.check_labels(name, target, logits.shape[1])
@@ -72,8 +78,10 @@ class CrossEntropyLoss(_Loss):
     With integer labels and no smoothing, ``xpnn.ops.softmax_cross_entropy`` computes it (one
     compiled pass each way on NumPy and CUDA). Probabilities below the dtype's smallest normal
     number are flushed to zero in the gradient: subnormal gradients slow every GEMM below. On
-    NumPy a label outside [0, C) raises a ShapeError; elsewhere it is not checked (reading the
+    NumPy a label outside [0, C) raises a ConfigError; elsewhere it is not checked (reading the
     labels back would stall the step) and, without label smoothing, gives its row a NaN loss.
+    A 1-D target of another dtype raises a DTypeError (class labels must be integers), and the
+    mean over an empty batch a ShapeError.
     There is no ``weight`` or ``ignore_index``.
 
     Args:
@@ -102,7 +110,7 @@ class CrossEntropyLoss(_Loss):
         if backend.dtype_name(input.dtype) not in backend.FLOAT_DTYPES:
             raise DTypeError(f"CrossEntropyLoss: expected floating logits, got {backend.dtype_name(input.dtype)}")
         self._count = input.shape[0]
-        integer_labels = hasattr(target, "dtype") and _is_integer(target)
+        integer_labels = hasattr(target, "dtype") and (_is_integer(target) or target.ndim == 1)
         if integer_labels:
             _check_labels("CrossEntropyLoss", xp, input, target)
         else:
@@ -143,7 +151,7 @@ class NLLLoss(_Loss):
 
     The loss of row i is ``-input[i, target[i]]``; with LogSoftmax before it this is
     CrossEntropyLoss, computed in two layers. On NumPy a label outside [0, C) raises a
-    ShapeError; elsewhere it gives its row a NaN loss. There is no ``weight`` or ``ignore_index``.
+    ConfigError; elsewhere it gives its row a NaN loss. There is no ``weight`` or ``ignore_index``.
 
     Args:
         reduction: "mean" (default) over the N rows, "sum", or "none" for the per-row losses.

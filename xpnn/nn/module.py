@@ -1,12 +1,17 @@
 """Module: the base of every layer and model (registration, state, device moves) and Sequential."""
 
+import functools
 from collections import OrderedDict
 
 import numpy as np
 
 from .. import backend
-from ..errors import ArgumentTypeError, CheckpointError
+from ..errors import ArgumentTypeError, CallOrderError, CheckpointError, ShapeError
 from .parameter import Parameter
+
+# The recorded output shape of a module whose forward returned something without a shape (a tuple,
+# a number): its backward passes are not shape-checked.
+_ANY_SHAPE = object()
 
 
 class Module:
@@ -17,6 +22,12 @@ class Module:
     the gradient of the inputs (there is no autograd). Parameters and submodules assigned as
     attributes, and arrays given to ``register_buffer``, are registered, so ``parameters()``,
     ``state_dict()``, ``to()`` and ``train()``/``eval()`` reach them, as in PyTorch.
+
+    Every subclass's own ``forward`` records the shape of what it returns, and its ``backward``
+    and ``backward_params`` first check that forward has run and that the gradient has that
+    shape (``__init_subclass__``): a clear error naming the module, for every layer and loss,
+    at the cost of a tuple comparison (no device sync). A loss's ``backward()`` without a
+    gradient checks only the order.
 
     Args:
         xp: the device or namespace the module's parameters live on (default: NumPy).
@@ -29,6 +40,31 @@ class Module:
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "xp", backend.resolve(xp))
         object.__setattr__(self, "device", backend.resolve_device(xp))
+        object.__setattr__(self, "_output_shape", None)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "forward" in own:
+            cls.forward = _recording(own["forward"])
+        for name in ("backward", "backward_params"):
+            if name in own:
+                setattr(cls, name, _checking(own[name], name))
+
+    def _check_grad(self, grad):
+        """Raise unless forward has run and ``grad`` (None: a loss's implicit 1) has the shape
+        of its output."""
+        expected = self._output_shape
+        if expected is None:
+            raise CallOrderError(f"{self._name()}: backward called before forward; call the module on an input first")
+        if grad is None or expected is _ANY_SHAPE:
+            return
+        found = getattr(grad, "shape", ())
+        if tuple(found) != expected:
+            raise ShapeError(f"{self._name()}: expected a gradient of shape {expected} like the last forward's output, got {tuple(found)}")
+
+    def _name(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
 
     def __setattr__(self, name, value):
         if isinstance(value, Parameter):
@@ -148,28 +184,46 @@ class Module:
         return state
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy arrays (from any device) into the parameters and buffers, checking names and shapes."""
-        own = OrderedDict(self.named_parameters())
-        buffers = OrderedDict(self.named_buffers())
-        expected = list(own) + list(buffers)
-        missing = [k for k in expected if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in own and k not in buffers]
+        """Copy arrays (from any device) into the parameters and buffers, all or nothing: every
+        name, shape and dtype is checked (``check_state_dict``) and every array converted before
+        the first one is assigned, so a state that does not fit raises and changes nothing."""
+        values = self._converted_state(state_dict, strict)
+        params = dict(self.named_parameters())
+        for name, value in values.items():
+            if name in params:
+                params[name].data = value
+            else:
+                module_name, _, attr = name.rpartition(".")
+                setattr(self._submodule(module_name), attr, value)
+
+    def check_state_dict(self, state_dict, strict=True):
+        """Raise a CheckpointError unless ``load_state_dict(state_dict, strict)`` would succeed:
+        for checking several objects' states before loading any of them."""
+        for name, target in self._state_targets(state_dict, strict):
+            _check_entry(type(self).__name__, name, target, state_dict[name])
+
+    def _state_targets(self, state_dict, strict):
+        """(name, current array) of each state entry that ``state_dict`` sets; raises when, with
+        ``strict``, a name is missing or unexpected."""
+        if not hasattr(state_dict, "keys"):
+            raise CheckpointError(f"{type(self).__name__}.load_state_dict: expected a dict of arrays, got {type(state_dict).__name__}")
+        own = OrderedDict((name, param.data) for name, param in self.named_parameters())
+        own.update(self.named_buffers())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
             raise CheckpointError(
                 f"{type(self).__name__}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}"
             )
-        for name, param in own.items():
-            if name in state_dict:
-                value = state_dict[name]
-                _check_shape(name, param.shape, value)
-                param.data = backend.asarray(value, self.xp, param.dtype, self.device)
-        for name, buf in buffers.items():
-            if name in state_dict:
-                value = state_dict[name]
-                _check_shape(name, tuple(buf.shape), value)
-                module_name, _, attr = name.rpartition(".")
-                owner = self._submodule(module_name)
-                setattr(owner, attr, backend.asarray(value, self.xp, buf.dtype, self.device))
+        return [(name, array) for name, array in own.items() if name in state_dict]
+
+    def _converted_state(self, state_dict, strict):
+        """The entries of ``state_dict`` checked and converted to this module's arrays."""
+        self.check_state_dict(state_dict, strict)
+        return OrderedDict(
+            (name, backend.asarray(state_dict[name], self.xp, target.dtype, self.device))
+            for name, target in self._state_targets(state_dict, strict)
+        )
 
     def _submodule(self, dotted):
         module = self
@@ -201,10 +255,47 @@ def _is_floating(array):
     return backend.dtype_name(array.dtype) in backend.FLOAT_DTYPES
 
 
-def _check_shape(name, expected, value):
-    found = tuple(getattr(value, "shape", ()))
-    if found != tuple(expected):
-        raise CheckpointError(f"load_state_dict: {name} expected shape {tuple(expected)}, got {found}")
+def _check_entry(owner, name, target, value):
+    """Raise a CheckpointError unless ``value`` can replace the state array ``target``: an array of
+    its shape, floating for a floating target (float64 weights load into float32, but an int,
+    bool, complex or string array is never cast into one), integer for an integer buffer."""
+    where = f"{owner}.load_state_dict: {name}"
+    if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+        raise CheckpointError(f"{where} expected an array, got {type(value).__name__}")
+    found = tuple(value.shape)
+    if found != tuple(target.shape):
+        raise CheckpointError(f"{where} expected shape {tuple(target.shape)}, got {found}")
+    kind = backend.dtype_name(value.dtype)
+    if _is_floating(target):
+        ok, wanted = kind in backend.FLOAT_DTYPES, "a floating dtype"
+    else:
+        ok, wanted = kind.startswith(("int", "uint")), "an integer dtype"
+    if not ok:
+        raise CheckpointError(f"{where} expected {wanted} like the module's {backend.dtype_name(target.dtype)}, got {kind}")
+
+
+def _recording(forward):
+    """``forward`` that also records the shape of its output (for ``Module._check_grad``)."""
+    @functools.wraps(forward)
+    def recorded(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        shape = getattr(out, "shape", None)
+        object.__setattr__(self, "_output_shape", _ANY_SHAPE if shape is None else tuple(shape))
+        return out
+
+    return recorded
+
+
+def _checking(method, name):
+    """``method`` (a backward pass) that first checks its gradient with ``Module._check_grad``,
+    unless a subclass's override called it through ``super()`` and has checked already."""
+    @functools.wraps(method)
+    def checked(self, *args, **kwargs):
+        if getattr(type(self), name) is checked:
+            self._check_grad(args[0] if args else kwargs.get("grad"))
+        return method(self, *args, **kwargs)
+
+    return checked
 
 
 class Sequential(Module):

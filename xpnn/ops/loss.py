@@ -8,11 +8,11 @@ zero: a confident model otherwise feeds subnormal gradients to every GEMM below,
 many times slower."""
 
 from .. import backend, functional as F
-from ..errors import ShapeError
+from ..errors import ConfigError
 
 
 def check_labels(name, labels, classes):
-    """Raise a ShapeError naming the first class label outside [0, classes), where checking is
+    """Raise a ConfigError naming the first class label outside [0, classes), where checking is
     free: on NumPy, whose arrays are in host memory. On a device, reading the labels back would
     stall every step; there an out-of-range label gives its row a NaN loss instead, which the
     training loop's non-finite check reports."""
@@ -21,7 +21,7 @@ def check_labels(name, labels, classes):
         return
     low, high = int(xp.min(labels)), int(xp.max(labels))
     if low < 0 or high >= classes:
-        raise ShapeError(f"{name}: expected class labels in [0, {classes - 1}], got {low if low < 0 else high}")
+        raise ConfigError(f"{name}: expected class labels in [0, {classes - 1}], got {low if low < 0 else high}")
 
 
 def softmax_cross_entropy(logits, labels):

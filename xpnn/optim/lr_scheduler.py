@@ -3,14 +3,22 @@ once per epoch (or per step, as the caller chooses), with PyTorch's names and se
 
 import math
 
-from ..errors import ConfigError
+from ..errors import CheckpointError
+from .optimizer import RULES, check_values
 
 
 class LRScheduler:
-    """Sets each parameter group's ``lr`` to ``get_lr()`` of the current ``last_epoch``."""
+    """Sets each parameter group's ``lr`` to ``get_lr()`` of the current ``last_epoch``.
+
+    Subclasses name their arguments' rules in ``hyper`` (keys of ``optimizer.RULES``); they are
+    checked at construction and, with ``last_epoch`` and ``base_lrs``, when a state is loaded.
+    """
+
+    hyper = {}
 
     def __init__(self, optimizer, last_epoch=-1):
         self.optimizer = optimizer
+        check_values(type(self).__name__, {**self.hyper, "last_epoch": "epoch"}, {**vars(self), "last_epoch": last_epoch})
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
         self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
@@ -36,16 +44,34 @@ class LRScheduler:
         return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
 
     def load_state_dict(self, state_dict):
-        self.__dict__.update(state_dict)
+        """Restore a state saved by ``state_dict``, all or nothing (``check_state_dict`` first)."""
+        self.check_state_dict(state_dict)
+        self.__dict__.update({k: list(v) if k == "base_lrs" else v for k, v in state_dict.items()})
+
+    def check_state_dict(self, state_dict):
+        """Raise a CheckpointError unless ``state_dict`` is a state of this kind of schedule: its
+        keys exactly, ``last_epoch`` an int >= -1, one base learning rate >= 0 per parameter
+        group, and the schedule's arguments within their rules."""
+        where = f"{type(self).__name__}.load_state_dict"
+        expected = sorted(self.state_dict())
+        if not isinstance(state_dict, dict) or sorted(map(str, state_dict)) != expected:
+            found = sorted(map(str, state_dict)) if isinstance(state_dict, dict) else type(state_dict).__name__
+            raise CheckpointError(f"{where}: expected the keys {expected} of {type(self).__name__}, got {found}")
+        base_lrs = state_dict["base_lrs"]
+        groups = len(self.optimizer.param_groups)
+        description, test = RULES["non_negative"]
+        if not isinstance(base_lrs, (list, tuple)) or len(base_lrs) != groups or not all(map(test, base_lrs)):
+            raise CheckpointError(f"{where}: expected base_lrs to be {groups} value(s), each {description}, got {base_lrs!r}")
+        check_values(where, {**self.hyper, "last_epoch": "epoch"}, state_dict, CheckpointError)
 
 
 class StepLR(LRScheduler):
     """lr = base_lr * gamma ** (epoch // step_size)."""
 
+    hyper = {"step_size": "count", "gamma": "non_negative"}
+
     def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
-        if int(step_size) < 1:
-            raise ConfigError(f"StepLR: expected step_size >= 1, got {step_size}")
-        self.step_size, self.gamma = int(step_size), float(gamma)
+        self.step_size, self.gamma = step_size, gamma
         super().__init__(optimizer, last_epoch)
 
     def factor(self, epoch):
@@ -55,10 +81,10 @@ class StepLR(LRScheduler):
 class CosineAnnealingLR(LRScheduler):
     """lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2."""
 
+    hyper = {"T_max": "positive", "eta_min": "non_negative"}
+
     def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):
-        if T_max <= 0:
-            raise ConfigError(f"CosineAnnealingLR: expected T_max > 0, got {T_max}")
-        self.T_max, self.eta_min = T_max, float(eta_min)
+        self.T_max, self.eta_min = T_max, eta_min
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
@@ -70,10 +96,10 @@ class LinearLR(LRScheduler):
     """Linear warm-up: the factor goes from ``start_factor`` to ``end_factor`` over ``total_iters``
     steps, then stays at ``end_factor``."""
 
+    hyper = {"start_factor": "fraction", "end_factor": "unit", "total_iters": "iterations"}
+
     def __init__(self, optimizer, start_factor=1 / 3, end_factor=1.0, total_iters=5, last_epoch=-1):
-        if not 0 < start_factor <= 1 or not 0 <= end_factor <= 1:
-            raise ConfigError(f"LinearLR: expected 0 < start_factor <= 1 and 0 <= end_factor <= 1, got {start_factor}, {end_factor}")
-        self.start_factor, self.end_factor, self.total_iters = float(start_factor), float(end_factor), int(total_iters)
+        self.start_factor, self.end_factor, self.total_iters = start_factor, end_factor, total_iters
         super().__init__(optimizer, last_epoch)
 
     def factor(self, epoch):

@@ -1,31 +1,36 @@
 """RMSprop with momentum, centering and weight decay, following torch.optim.RMSprop."""
 
 from .. import backend
-from .optimizer import Optimizer, check_hyper
+from .optimizer import Optimizer
 
 
 class RMSprop(Optimizer):
     """Divide the gradient by a running RMS of recent gradients (centered: by their running std)."""
 
+    hyper = {"lr": "non_negative", "alpha": "non_negative", "eps": "non_negative", "weight_decay": "non_negative",
+             "momentum": "non_negative", "centered": "flag"}
+
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
-        check_hyper("RMSprop", lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum)
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered)
         super().__init__(params, defaults)
 
-    def _update(self, param, state, group):
-        xp = backend.namespace_of(param.data)
+    def state_keys(self, group):
+        optional = {"momentum_buffer": group["momentum"] > 0, "grad_avg": group["centered"]}
+        return {"step", "square_avg"} | {key for key, present in optional.items() if present}
+
+    def _update(self, data, grad, state, group):
+        xp = backend.namespace_of(data)
         alpha, lr = group["alpha"], group["lr"]
-        grad = param.grad
         if not state:
             state["step"] = 0
-            state["square_avg"] = xp.zeros_like(param.data)
+            state["square_avg"] = xp.zeros_like(data)
             if group["momentum"] > 0:
-                state["momentum_buffer"] = xp.zeros_like(param.data)
+                state["momentum_buffer"] = xp.zeros_like(data)
             if group["centered"]:
-                state["grad_avg"] = xp.zeros_like(param.data)
+                state["grad_avg"] = xp.zeros_like(data)
         state["step"] += 1
         if group["weight_decay"]:
-            grad = grad + group["weight_decay"] * param.data
+            grad = grad + group["weight_decay"] * data
         square_avg = state["square_avg"]
         square_avg *= alpha
         square_avg += (1 - alpha) * grad * grad
@@ -39,6 +44,6 @@ class RMSprop(Optimizer):
             buf = state["momentum_buffer"]
             buf *= group["momentum"]
             buf += grad / avg
-            param.data -= lr * buf
+            data -= lr * buf
         else:
-            param.data -= lr * (grad / avg)
+            data -= lr * (grad / avg)
