@@ -25,7 +25,7 @@ import numpy as np
 
 from . import __version__, backend, optim
 from .data.registry import DATASETS
-from .errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, XpnnError
+from .errors import CheckpointError, ConfigError, NonFiniteLossError, XpnnError
 from .models import MODELS, build_model
 
 
@@ -354,12 +354,6 @@ def _run_folder(args, settings, checkpoint):
     return folder
 
 
-def _trainable_data(train_set, test_set):
-    for split in (train_set, test_set):
-        if len(split) == 0:
-            raise DataError(f"dataset {split.name} ({split.split} split) holds no images; expected at least one to train and validate on")
-
-
 def _model_for(name, image_shape, classes, dataset, xp):
     try:
         return build_model(name, image_shape, len(classes), device=xp)
@@ -410,7 +404,6 @@ def _train(args):
     folder = _run_folder(args, s, checkpoint)
     train_set = load_dataset(s["dataset"], train=True, root=args.data_dir)
     test_set = load_dataset(s["dataset"], train=False, root=args.data_dir)
-    _trainable_data(train_set, test_set)
     x, y = train_set.arrays()
     x_test, y_test = test_set.arrays()
     image_shape = tuple(x.shape[1:])

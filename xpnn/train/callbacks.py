@@ -52,11 +52,11 @@ class ModelCheckpoint(Callback):
     def on_epoch_end(self, epoch, logs):
         t = self.trainer
         self._check_finite(epoch, logs)
-        with signals_held():
+        with signals_held():  # a signal held here is raised on leaving the block, once last_saved is true
             save_checkpoint(
                 self.path, t.model, t.optimizer, t.scheduler, epoch=epoch + 1, config=self.config, history=t.history, loader=t.train_loader
             )
-        self.last_saved = epoch + 1
+            self.last_saved = epoch + 1
 
     def _check_finite(self, epoch, logs):
         t = self.trainer
