@@ -2,6 +2,7 @@
 read-backs once per log interval (not per step), callbacks, early stopping, evaluate and predict."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -10,9 +11,9 @@ import xpnn
 from xpnn import backend as xb
 from xpnn import nn, optim
 from xpnn.data import DataLoader, load_dataset
-from xpnn.errors import ConfigError, NonFiniteLossError
+from xpnn.errors import ConfigError, DivergenceWarning, NonFiniteLossError
 from xpnn.models import MLP
-from xpnn.train import Callback, EarlyStopping, History, Trainer
+from xpnn.train import Callback, EarlyStopping, History, ModelCheckpoint, Trainer, WarnOnDivergence, load_checkpoint
 from xpnn.train import trainer as trainer_module
 
 
@@ -239,3 +240,77 @@ def test_constructor_rejects_unknown_metric_and_unreduced_loss(digits):
 def test_early_stopping_rejects_an_unknown_mode():
     with pytest.raises(ConfigError, match="EarlyStopping: expected mode 'auto', 'min' or 'max', got 'up'"):
         EarlyStopping(mode="up")
+
+
+# ---- nothing silent: empty inputs, divergence (issue 14) ----------------------------------------
+
+
+def test_fit_and_evaluate_refuse_a_loader_with_no_batches(digits):
+    trainer, _, _ = _setup(digits)
+    with pytest.raises(ConfigError, match=r"Trainer.fit: the training loader yields no batches \(an empty dataset\?\); expected at least one"):
+        trainer.fit([], epochs=1, progress=False)
+    with pytest.raises(ConfigError, match=r"Trainer.fit: the training loader yielded no samples in epoch 1; expected at least one batch"):
+        trainer.fit(iter(()), epochs=1, progress=False)
+    with pytest.raises(ConfigError, match=r"Trainer.evaluate: the loader yielded no samples \(an empty dataset\?\)"):
+        trainer.evaluate([])
+    assert trainer.history.epochs == 0
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True])
+def test_predict_refuses_a_batch_size_that_is_not_a_positive_integer(digits, batch_size):
+    trainer, _, _ = _setup(digits)
+    with pytest.raises(ConfigError, match=rf"Trainer.predict: expected batch_size a positive integer, got {batch_size!r}"):
+        trainer.predict(digits[2], batch_size=batch_size)
+
+
+def test_predict_of_no_inputs_is_empty(digits):
+    trainer, _, _ = _setup(digits)
+    empty = digits[2][:0]
+    assert trainer.predict(empty).shape == (0,)
+    assert trainer.predict(empty, logits=True).shape == (0, 10)
+    with pytest.raises(ConfigError, match="Trainer.predict: the loader yielded no batches; expected at least one"):
+        trainer.predict([])
+
+
+def test_model_checkpoint_does_not_save_a_diverged_epoch(digits, tmp_path):
+    class PoisonAtSecondEpoch(Callback):
+        def on_epoch_end(self, epoch, logs):
+            if epoch == 0:
+                next(iter(self.trainer.model.parameters())).data[...] = np.inf
+
+    trainer, train, valid = _setup(digits)
+    saver = ModelCheckpoint(tmp_path / "model.npz")
+    with pytest.raises(NonFiniteLossError, match=r"is NaN or infinite at the end of epoch 2 \(the training loss stayed finite|non-finite loss"), np.errstate(all="ignore"):
+        trainer.fit(train, epochs=3, valid=valid, callbacks=[saver, PoisonAtSecondEpoch()], progress=False)
+    assert saver.last_saved == 1 and load_checkpoint(tmp_path / "model.npz").epoch == 1
+
+
+def test_model_checkpoint_names_non_finite_optimizer_state_and_validation_loss(digits, tmp_path):
+    trainer, train, valid = _setup(digits)
+    trainer.fit(train, epochs=1, progress=False)
+    saver = ModelCheckpoint(tmp_path / "model.npz")
+    saver.set_trainer(trainer)
+    state = next(iter(trainer.optimizer.state.values()))
+    state["exp_avg_sq"][...] = np.nan
+    with pytest.raises(NonFiniteLossError, match=r"optimizer state 'exp_avg_sq' of parameter 0 is NaN or infinite at the end of epoch 1"):
+        saver.on_epoch_end(0, {"loss": 0.1})
+    state["exp_avg_sq"][...] = 0.0
+    with pytest.raises(NonFiniteLossError, match=r"the validation loss \(inf\) is NaN or infinite at the end of epoch 1"):
+        saver.on_epoch_end(0, {"loss": 0.1, "val_loss": float("inf")})
+    assert not (tmp_path / "model.npz").exists()
+    saver.on_epoch_end(0, {"loss": 0.1, "val_loss": 0.2})
+    assert load_checkpoint(tmp_path / "model.npz").epoch == 1
+
+
+def test_warn_on_divergence_warns_once_when_the_loss_climbs_and_never_on_a_normal_run(digits):
+    trainer, train, _ = _setup(digits, lr=50.0)
+    with pytest.warns(DivergenceWarning, match=r"the training loss rose from [\d.]+ \(the first step\) to .* \(epoch 1's mean\): .*learning rate \(50\)") as seen:
+        trainer.fit(train, epochs=3, callbacks=[WarnOnDivergence()], progress=False)
+    assert len([w for w in seen if issubclass(w.category, DivergenceWarning)]) == 1
+
+    trainer, train, _ = _setup(digits)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DivergenceWarning)
+        trainer.fit(train, epochs=3, callbacks=[WarnOnDivergence()], progress=False)
+    with pytest.raises(ConfigError, match="WarnOnDivergence: expected factor > 1, got 1"):
+        WarnOnDivergence(factor=1)
