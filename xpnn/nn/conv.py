@@ -99,7 +99,7 @@ class Conv2d(Module):
     def backward(self, grad):
         grad_t = self._accumulate_param_grads(grad)
         grad_cols = self.xp.matrix_transpose(self._grouped_weight()) @ grad_t  # (G, C/G*KH*KW, OH*OW*N)
-        grad_cols = self.xp.reshape(grad_cols, (-1, grad_cols.shape[-1]))
+        grad_cols = self.xp.reshape(grad_cols, (grad_cols.shape[0] * grad_cols.shape[1], grad_cols.shape[-1]))
         image = ops.col2im_batch_last(grad_cols, self._x_shape, self.kernel_size, self.stride, self.padding, self.dilation)
         return self.xp.permute_dims(image, (3, 0, 1, 2))
 
@@ -111,11 +111,12 @@ class Conv2d(Module):
         """Add the weight and bias gradients; return the output gradient as (G, out/G, OH*OW*N)."""
         xp = self.xp
         g = self.groups
-        grad_t = xp.reshape(xp.permute_dims(grad, (1, 2, 3, 0)), (g, self.out_channels // g, -1))
+        n, _, oh, ow = grad.shape
+        grad_t = xp.reshape(xp.permute_dims(grad, (1, 2, 3, 0)), (g, self.out_channels // g, oh * ow * n))
         grad_w = self._windows.weight_gradient(grad_t)
         self.weight.accumulate_grad(xp.reshape(xp.matrix_transpose(grad_w), self.weight.shape))
         if self.bias is not None:
-            self.bias.accumulate_grad(xp.sum(xp.reshape(grad_t, (self.out_channels, -1)), axis=1))
+            self.bias.accumulate_grad(xp.sum(xp.reshape(grad_t, (self.out_channels, oh * ow * n)), axis=1))
         return grad_t
 
     def extra_repr(self):

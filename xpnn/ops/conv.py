@@ -39,7 +39,7 @@ class WindowMatrix:
         xp = backend.namespace_of(x)
         cols = im2col_batch_last(x, kernel, stride, padding, dilation)
         self.xp = xp
-        self.cols = xp.reshape(cols, (groups, -1, cols.shape[-1]))
+        self.cols = xp.reshape(cols, (groups, cols.shape[0] // groups, cols.shape[-1]))
 
     def pieces(self):
         """(start, stop, cols) over the output pixels: here one piece, the whole matrix."""
@@ -71,13 +71,13 @@ class StreamedWindows:
         xp = self.xp
         c, n = self.image.shape[0], self.image.shape[-1]
         (oh, ow), (kh, kw) = self.out_size, self.kernel
-        rows_per_piece = max(1, STREAM_PIECE_BYTES // (c * kh * kw * ow * n * self.image.itemsize))
+        rows_per_piece = max(1, STREAM_PIECE_BYTES // (c * kh * kw * ow * max(n, 1) * self.image.itemsize))
         buffer = xp.empty(c * kh * kw * min(rows_per_piece, oh) * ow * n, dtype=self.image.dtype)
         for first in range(0, oh, rows_per_piece):
             last = min(oh, first + rows_per_piece)
             piece = xp.reshape(buffer[:c * kh * kw * (last - first) * ow * n], (c, kh, kw, last - first, ow, n))
             im2col_rows(self.image, self.kernel, self.stride, self.dilation, (first, last), ow, piece)
-            yield first * ow * n, last * ow * n, xp.reshape(piece, (self.groups, -1, (last - first) * ow * n))
+            yield first * ow * n, last * ow * n, xp.reshape(piece, (self.groups, c * kh * kw // self.groups, (last - first) * ow * n))
 
     def matmul(self, weight):
         xp = self.xp
