@@ -328,3 +328,20 @@ def test_a_checkpoint_config_outside_its_schema_is_refused(finished_run, tmp_pat
     for argv in (["train", "--resume", str(path), "--epochs", "2", "--no-progress"], ["eval", str(path)]):
         assert main(argv) == 2
         _error_line(capsys, f"checkpoint {path}", f"its config {key} is" if key != "classes" else "", expected)
+
+
+# ---- datasets that cannot train a model ---------------------------------------------------------
+
+
+def test_a_dataset_a_model_cannot_take_is_named_with_what_the_model_needs(tmp_path, capsys, monkeypatch):
+    import xpnn.data
+    from xpnn.data.datasets import Dataset
+
+    def tiny_images(name, train=True, root=None, download=True):
+        images = np.zeros((8, 1, 1), dtype=np.uint8)
+        return Dataset("digits", "train" if train else "test", images, np.arange(8) % 2, ("0", "1"))
+
+    monkeypatch.setattr(xpnn.data, "load_dataset", tiny_images)
+    assert main(["train", *DIGITS, "--model", "lenet", "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
+    _error_line(capsys, "dataset digits (1x1x1 images, 2 classes) cannot train model lenet: LeNet needs images of at least 2x2 pixels")
+    assert not (tmp_path / "run").exists()
