@@ -479,8 +479,8 @@ def _check_entry(entry, role, path):
     if entry.dtype.kind not in kinds or (entry.dtype.kind == "f" and entry.dtype.itemsize > 8) or entry.dtype.hasobject:
         wanted = {"U": "a unicode string", "f": "a floating dtype (float16, float32, float64)"}.get(kinds, "a floating dtype, or an integer or bool dtype for integer buffers")
         raise CheckpointError(f"checkpoint {path} is corrupt: entry {entry.name!r} has dtype {entry.dtype}, expected {wanted}")
-    if role == "meta" and entry.shape != ():
-        raise CheckpointError(f"checkpoint {path} is corrupt: its metadata entry has shape {entry.shape}, expected ()")
+    if role == "meta" and (entry.shape != () or not entry.dtype.itemsize):
+        raise CheckpointError(f"checkpoint {path} is corrupt: its metadata entry is a {entry.dtype} array of shape {entry.shape}, expected a non-empty string of shape ()")
     declared = entry.info.file_size
     if declared != entry.header_size + entry.nbytes:
         raise CheckpointError(
