@@ -370,6 +370,7 @@ def test_metadata_is_checked_against_its_schema_on_load(saved, tmp_path, edit, m
         (_set("optimizer", "state", "state", "7", {"step": 1}), r"optimizer state for parameter 7, but this Adam has 4 parameters$"),
         (_set("optimizer", "state", "param_groups", 0, "lr", "fast"), r"optimizer param_groups\[0\]\['lr'\]: expected a finite number, found 'fast'$"),
         (_set("optimizer", "state", "param_groups", 0, "betas", [0.9]), r"optimizer param_groups\[0\]\['betas'\]: expected a list of 2 values, found \[0.9\]$"),
+        (_set("optimizer", "state", "param_groups", 0, "lr", {"__array__": "nope"}), r"optimizer param_groups\[0\]\['lr'\]: expected a finite number, found \{'__array__': 'nope'\}$"),
         (_set("optimizer", "state", "param_groups", 0, "evil", "x"), r"optimizer param_groups\[0\]\['evil'\]: expected a finite number, found 'x'$"),
         (_set("optimizer", "state", "param_groups", 0, "params", [3, 2, 1, 0]), r"param_groups\[0\]\['params'\]: expected \[0, 1, 2, 3\], found \[3, 2, 1, 0\]$"),
         (_set("scheduler", "state", "last_epoch", "x"), r"scheduler state\['last_epoch'\]: expected a finite number, found 'x'$"),

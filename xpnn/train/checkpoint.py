@@ -130,7 +130,7 @@ class Checkpoint:
         self.loader_state, self.rng_state = meta.get("loader"), meta.get("rng")
         self._identity = identity
         self._model = OrderedDict((name, entries[ref[_ARRAY]]) for name, ref in meta["model"]["state"].items())
-        self._optimizer = _unpack(optimizer.get("state"), entries)
+        self._optimizer = _link_optimizer(optimizer.get("state"), entries)
 
     def __repr__(self):
         return f"Checkpoint({str(self.path)!r}, epoch={self.epoch}, model_class={self.model_class!r})"
@@ -674,17 +674,25 @@ def _plain(obj):
     return obj.item() if isinstance(obj, np.generic) else obj
 
 
+def _link_optimizer(state, entries):
+    """The optimizer's saved state with the :class:`_Entry` of each array in its place (arrays are
+    only in the per-parameter state; the schema checked those references)."""
+    if state is None:
+        return None
+    per_parameter = {
+        index: {key: entries[value[_ARRAY]] if isinstance(value, dict) else value for key, value in values.items()}
+        for index, values in state["state"].items()
+    }
+    return {**state, "state": per_parameter}
+
+
 def _unpack(obj, arrays):
-    """``obj`` with each array reference (or :class:`_Entry`) replaced by its array from ``arrays``."""
+    """``obj`` with each :class:`_Entry` replaced by its array from ``arrays``."""
     if isinstance(obj, dict):
-        if set(obj) == {_ARRAY}:
-            return arrays[obj[_ARRAY]]
         return {k: _unpack(v, arrays) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_unpack(v, arrays) for v in obj]
-    if isinstance(obj, _Entry):
-        return arrays[obj.name]
-    return obj
+    return arrays[obj.name] if isinstance(obj, _Entry) else obj
 
 
 def _entries_in(obj):
