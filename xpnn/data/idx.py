@@ -26,8 +26,6 @@ DTYPES = {
 }
 CODES = {dtype.newbyteorder("=").name: code for code, dtype in DTYPES.items()}
 GZIP_MAGIC = b"\x1f\x8b"
-
-
 MAX_BYTES = 1 << 31  # the data size no IDX header may declare, whatever the caller expects (2 GiB)
 CHUNK = 1 << 16
 
@@ -38,7 +36,7 @@ def _open_regular(path):
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        raise DataError(f"{path.name}: expected a readable IDX file, found {exc.strerror.lower()} ({path})") from exc
+        raise DataError(f"{path.name}: expected a readable IDX file, found {(exc.strerror or str(exc)).lower()} ({path})") from exc
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
