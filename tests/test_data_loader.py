@@ -6,7 +6,7 @@ import pytest
 from xpnn import backend as xb
 from xpnn import random as xpnn_random
 from xpnn.data import DataLoader
-from xpnn.errors import CheckpointError, ConfigError, ShapeError
+from xpnn.errors import ArgumentTypeError, CheckpointError, ConfigError, ShapeError
 
 N = 23
 
@@ -163,3 +163,61 @@ def test_load_state_dict_refuses_junk_and_changes_nothing(state, message):
     with pytest.raises(CheckpointError, match=message):
         loader.load_state_dict(state)
     assert loader.state_dict() == before
+
+
+# ---- the forms a loader takes, and a readable repr (issue 15) -----------------------------------
+
+
+def test_a_dataset_or_an_xy_tuple_works_like_x_and_y():
+    from xpnn.data import load_dataset
+
+    dataset = load_dataset("digits")
+    x, y = dataset.arrays()
+    for loader in (DataLoader(dataset, batch_size=100), DataLoader((x, y), batch_size=100), DataLoader(x, y, 100)):
+        xb, yb = next(iter(loader))
+        assert xb.shape == (100, 1, 8, 8) and xb.dtype == np.float32 and yb.tolist() == y[:100].tolist()
+        assert len(loader) == 15 and loader.dataset_size == 1437
+
+
+def test_repr_names_samples_batches_and_device():
+    assert repr(DataLoader(*_data(), batch_size=4, shuffle=True)) == "DataLoader(23 samples, batch_size=4, shuffle=True, 6 batches, device=cpu)"
+    assert repr(DataLoader(*_data(), batch_size=64)) == "DataLoader(23 samples, batch_size=64, shuffle=False, 1 batch, device=cpu)"
+    assert repr(DataLoader(*_data(), batch_size=4, drop_last=True)) == "DataLoader(23 samples, batch_size=4, shuffle=False, drop_last=True, 5 batches, device=cpu)"
+    xps = pytest.importorskip("array_api_strict")
+    assert "device=" in repr(DataLoader(*_data(), batch_size=4, device="array_api_strict:device1"))
+
+
+WRONG_FORMS = [
+    ((np.zeros((3, 2)), np.zeros(3), np.zeros(3)), ShapeError,
+     r"DataLoader: expected an \(x, y\) tuple of two arrays, found a tuple of 3 items \(shape \(3, 2\), shape \(3,\), shape \(3,\)\)"),
+    ((np.zeros(3),), ShapeError, r"DataLoader: expected an \(x, y\) tuple of two arrays, found a tuple of 1 item \(shape \(3,\)\)"),
+    ("mnist", ArgumentTypeError,
+     r"DataLoader: expected x and y arrays, an \(x, y\) tuple, or a Dataset from xpnn.data.load_dataset, found str 'mnist' \(load a dataset first: xpnn.data.load_dataset\('mnist'\)\)"),
+    ({"x": 1, "y": 2}, ArgumentTypeError, r"found dict with keys \['x', 'y'\]; pass \(x, y\)"),
+    (7, ArgumentTypeError, r"DataLoader: expected x and y arrays, an \(x, y\) tuple, or a Dataset from xpnn.data.load_dataset, found int 7"),
+    (None, ArgumentTypeError, r"found NoneType None"),
+    (np.zeros((3, 2)), ArgumentTypeError, r"found only x \(array of shape \(3, 2\)\) and no y; pass \(x, y\)"),
+    ([np.zeros((3, 2)), np.zeros(3)], ArgumentTypeError, r"found a list of 2 items; pass a tuple \(x, y\)"),
+    ((np.zeros((3, 2)), "labels"), ArgumentTypeError, r"DataLoader: expected y to be an array \(NumPy, CuPy, any Array API array\) or a list, found str 'labels'$"),
+    ((np.array(["a", "b"]), np.zeros(2)), ArgumentTypeError, r"DataLoader: expected x of a numeric dtype, found dtype <U1"),
+]
+
+
+@pytest.mark.parametrize("data, kind, message", WRONG_FORMS)
+def test_each_wrong_form_names_what_was_expected_and_found(data, kind, message):
+    with pytest.raises(kind, match=message):
+        DataLoader(data)
+
+
+def test_y_beside_a_dataset_or_a_tuple_is_refused_with_the_batch_size_hint():
+    from xpnn.data import load_dataset
+
+    with pytest.raises(ArgumentTypeError, match=r"DataLoader: expected y only beside an x array, found a Dataset, which holds its own labels, and y = int 64; pass the batch size by name: batch_size=64"):
+        DataLoader(load_dataset("digits"), 64)
+    with pytest.raises(ArgumentTypeError, match=r"found an \(x, y\) tuple, which holds its own labels, and y = an array of shape \(23,\)$"):
+        DataLoader(_data(), _data()[1])
+
+
+def test_tuple_of_different_lengths_is_a_shape_error():
+    with pytest.raises(ShapeError, match=r"DataLoader: expected x and y of the same length, got x of shape \(23, 3\) and y of shape \(5,\)"):
+        DataLoader((_data()[0], np.zeros(5)))

@@ -2,6 +2,7 @@
 read-backs once per log interval (not per step), callbacks, early stopping, evaluate and predict."""
 
 import json
+import re
 import warnings
 
 import numpy as np
@@ -11,7 +12,7 @@ import xpnn
 from xpnn import backend as xb
 from xpnn import nn, optim
 from xpnn.data import DataLoader, load_dataset
-from xpnn.errors import ConfigError, DivergenceWarning, NonFiniteLossError
+from xpnn.errors import ArgumentTypeError, ConfigError, DivergenceWarning, NonFiniteLossError, ShapeError
 from xpnn.models import MLP
 from xpnn.train import Callback, EarlyStopping, History, ModelCheckpoint, Trainer, WarnOnDivergence, load_checkpoint
 from xpnn.train import trainer as trainer_module
@@ -314,3 +315,100 @@ def test_warn_on_divergence_warns_once_when_the_loss_climbs_and_never_on_a_norma
         trainer.fit(train, epochs=3, callbacks=[WarnOnDivergence()], progress=False)
     with pytest.raises(ConfigError, match="WarnOnDivergence: expected factor > 1, got 1"):
         WarnOnDivergence(factor=1)
+
+
+# ---- arrays, datasets and loaders alike (issue 15) -----------------------------------------------
+
+
+def test_fit_takes_arrays_a_dataset_or_a_loader_and_evaluate_likewise(digits):
+    x, y, xt, yt = digits
+    xpnn.manual_seed(0)
+    model = MLP([64, 64, 10])
+    trainer = Trainer(model, optim.Adam(model.parameters(), lr=3e-3), verbose=False)
+    history = trainer.fit((x.astype(np.float64), y), epochs=2, valid=(xt, yt), batch_size=64, progress=False)
+    assert history["val_acc"][-1] > 0.8 and isinstance(trainer.train_loader, DataLoader)
+    assert trainer.train_loader.batch_size == 64 and trainer.train_loader.shuffle
+    assert trainer.train_loader.x.dtype == np.float32, "arrays take the model's dtype, as in predict"
+    by_arrays = trainer.evaluate((xt, yt))
+    assert trainer.evaluate(load_dataset("digits", train=False)) == by_arrays
+    assert trainer.evaluate(DataLoader(xt, yt, 100)) == pytest.approx(by_arrays)
+    assert trainer.evaluate((xt, yt), batch_size=7) == pytest.approx(by_arrays)
+    trainer.fit(load_dataset("digits"), epochs=3, start_epoch=2, progress=False)
+    assert trainer.train_loader.batch_size == 32 and trainer.history.epochs == 3
+
+
+def test_fit_with_arrays_is_reproducible_from_the_seed(digits):
+    x, y, _, _ = digits
+
+    def run():
+        xpnn.manual_seed(3)
+        model = MLP([64, 16, 10])
+        Trainer(model, optim.Adam(model.parameters(), lr=3e-3), verbose=False).fit((x, y), epochs=1, progress=False)
+        return [xb.to_numpy(v) for v in model.state_dict().values()]
+
+    for a, b in zip(run(), run(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fit_with_arrays_on_every_backend(backend):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((96, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    xpnn.manual_seed(0)
+    model = MLP([8, 16, 2], xp=backend.device)
+    trainer = Trainer(model, optim.Adam(model.parameters(), lr=3e-2), verbose=False)
+    history = trainer.fit((x, y), epochs=4, valid=(x, y), batch_size=16, progress=False)
+    assert history["val_acc"][-1] > 0.9
+    assert type(trainer.train_loader.x) is xb.array_type(backend.xp)
+
+
+@pytest.mark.parametrize("train, kind, message", [
+    ((np.zeros((4, 64), np.float32), np.zeros(4, np.int64), np.zeros(4)), ShapeError,
+     r"^Trainer.fit: expected an \(x, y\) tuple of two arrays, found a tuple of 3 items \(shape \(4, 64\), shape \(4,\), shape \(4,\)\)$"),
+    ((np.zeros((4, 64), np.float32), np.zeros(5, np.int64)), ShapeError,
+     r"^DataLoader: expected x and y of the same length, got x of shape \(4, 64\) and y of shape \(5,\)$"),
+    ("digits", ArgumentTypeError,
+     r"^Trainer.fit: expected x and y arrays, an \(x, y\) tuple, or a Dataset from xpnn.data.load_dataset, found str 'digits' \(load a dataset first: xpnn.data.load_dataset\('digits'\)\)$"),
+    ({"x": 0, "y": 1}, ArgumentTypeError, r"^Trainer.fit: expected .*, found dict with keys \['x', 'y'\]; pass \(x, y\)$"),
+    (np.zeros((4, 64), np.float32), ArgumentTypeError, r"^Trainer.fit: expected .*, found only x \(array of shape \(4, 64\)\) and no y; pass \(x, y\)$"),
+    ([np.zeros((4, 64), np.float32), np.zeros(4)], ArgumentTypeError,
+     r"^Trainer.fit: expected a loader, an \(x, y\) tuple or a Dataset, found a list of 2 arrays; pass a tuple \(x, y\)$"),
+    (3.5, ArgumentTypeError, r"^Trainer.fit: expected .*, found float 3.5$"),
+    (None, ArgumentTypeError, r"^Trainer.fit: expected .*, found NoneType None$"),
+    ((object(), np.zeros(4)), ArgumentTypeError, r"^Trainer.fit: expected x to be an array \(NumPy, CuPy, any Array API array\) or a list, found object$"),
+])
+def test_fit_names_each_wrong_form_of_data(digits, train, kind, message):
+    trainer, _, _ = _setup(digits)
+    with pytest.raises(kind, match=message):
+        trainer.fit(train, epochs=1, progress=False)
+    assert trainer.history.epochs == 0
+
+
+def test_fit_refuses_keras_positional_arrays_and_bad_epochs(digits):
+    x, y, _, _ = digits
+    trainer, loader, _ = _setup(digits)
+    with pytest.raises(ArgumentTypeError, match=r"^Trainer.fit: expected epochs, a positive int, found an array of shape \(1437,\); pass the arrays as one tuple: fit\(\(x, y\), epochs=...\)$"):
+        trainer.fit(x, y)
+    for bad in (2.0, -1, "3", True):
+        with pytest.raises(ConfigError, match=rf"^Trainer.fit: expected epochs, a non-negative int \(the total, counting start_epoch=0\), found {re.escape(repr(bad))}$"):
+            trainer.fit(loader, bad, progress=False)
+
+
+def test_batch_size_and_shuffle_with_a_loader_are_refused(digits):
+    trainer, loader, valid = _setup(digits)
+    with pytest.raises(ConfigError, match=r"^Trainer.fit: batch_size=16 applies only to arrays; found a loader \(DataLoader\), which batches by itself: set them on the loader$"):
+        trainer.fit(loader, 1, batch_size=16, progress=False)
+    with pytest.raises(ConfigError, match=r"^Trainer.fit: batch_size=16 and shuffle=False apply only to arrays"):
+        trainer.fit(loader, 1, batch_size=16, shuffle=False, progress=False)
+    with pytest.raises(ConfigError, match=r"^Trainer.evaluate: batch_size=8 applies only to arrays; found a loader \(DataLoader\)"):
+        trainer.evaluate(valid, batch_size=8)
+    with pytest.raises(ConfigError, match=r"^DataLoader: expected batch_size to be a positive int, got 0$"):
+        trainer.fit(digits[:2], 1, batch_size=0, progress=False)
+
+
+def test_valid_and_evaluate_name_their_wrong_forms(digits):
+    trainer, loader, _ = _setup(digits)
+    with pytest.raises(ShapeError, match=r"^Trainer.fit valid: expected an \(x, y\) tuple of two arrays, found a tuple of 1 item"):
+        trainer.fit(loader, 1, valid=(digits[2],), progress=False)
+    with pytest.raises(ArgumentTypeError, match=r"^Trainer.evaluate: expected .*found str 'test'"):
+        trainer.evaluate("test")

@@ -5,7 +5,7 @@ import numpy as np
 
 from .. import backend
 from .. import random as xpnn_random
-from ..errors import CheckpointError, ConfigError, ShapeError
+from ..errors import ArgumentTypeError, CheckpointError, ConfigError, ShapeError
 
 UINT128 = 1 << 128
 UINT32 = 1 << 32
@@ -13,6 +13,10 @@ UINT32 = 1 << 32
 
 class DataLoader:
     """Iterate over ``(xb, yb)`` batches of ``x`` and ``y`` (same length along axis 0) on ``device``.
+
+    The data is ``DataLoader(x, y, ...)``, ``DataLoader((x, y), ...)`` or ``DataLoader(dataset, ...)``
+    with a :class:`~xpnn.data.Dataset` from :func:`~xpnn.data.load_dataset` (its ``.arrays()``: images
+    (N, 1, H, W), float32, normalised). Any other form is an ArgumentTypeError naming what was found.
 
     ``device`` is a device string, namespace or device for :func:`xpnn.backend.resolve`; None keeps arrays
     on their own backend (host data goes to NumPy). With ``shuffle``, every ``iter()`` starts a new
@@ -23,7 +27,8 @@ class DataLoader:
     that an epoch never silently does nothing.
     """
 
-    def __init__(self, x, y, batch_size=64, shuffle=False, drop_last=False, seed=None, device=None):
+    def __init__(self, x, y=None, batch_size=64, shuffle=False, drop_last=False, seed=None, device=None):
+        x, y = as_arrays(x, y, "DataLoader")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ConfigError(f"DataLoader: expected batch_size to be a positive int, got {batch_size!r}")
         if device is None and hasattr(x, "__array_namespace__"):
@@ -53,6 +58,14 @@ class DataLoader:
     def __len__(self):
         full, rest = divmod(self.dataset_size, self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
+
+    def __repr__(self):
+        device = "cpu" if backend.is_numpy(self.xp) else backend.device_name(self.xp)
+        if self.device is not None:
+            device = f"{device}:{getattr(self.device, 'id', self.device)}" if backend.is_cupy(self.xp) else str(self.device)
+        batches = f"{len(self)} batch" + ("" if len(self) == 1 else "es")
+        drop = ", drop_last=True" if self.drop_last else ""
+        return f"DataLoader({self.dataset_size} samples, batch_size={self.batch_size}, shuffle={bool(self.shuffle)}{drop}, {batches}, device={device})"
 
     def _no_batch_reason(self):
         if self.dataset_size == 0:
@@ -90,6 +103,70 @@ class DataLoader:
         trial = type(bit_generator)()
         trial.state = _checked_generator_state(state["generator"], type(bit_generator).__name__)
         bit_generator.state = trial.state
+
+
+_ARRAY_FORMS = "x and y arrays, an (x, y) tuple, or a Dataset from xpnn.data.load_dataset"
+
+
+def as_arrays(data, y=None, where="DataLoader"):
+    """``(x, y)`` from the forms a loader takes: ``data`` and ``y`` arrays, an ``(x, y)`` tuple
+    (``y`` None) or an object with ``.arrays()`` returning one (an :class:`~xpnn.data.Dataset`).
+    Anything else is an ArgumentTypeError (a ShapeError for a tuple of another length) that names
+    what was expected and what was found."""
+    if y is None:
+        if hasattr(data, "arrays") and callable(data.arrays) and not _is_array(data):
+            pair = data.arrays()
+            if not (isinstance(pair, tuple) and len(pair) == 2):
+                raise ArgumentTypeError(f"{where}: expected {type(data).__name__}.arrays() to return an (x, y) tuple, found {_found(pair)}")
+            data = pair
+        if isinstance(data, tuple):
+            if len(data) != 2:
+                raise ShapeError(f"{where}: expected an (x, y) tuple of two arrays, found a tuple of {len(data)} item{'s' * (len(data) != 1)} ({_found_items(data)})")
+            x, y = data
+        elif _is_array(data):
+            raise ArgumentTypeError(
+                f"{where}: expected {_ARRAY_FORMS}, found only x (array of shape {tuple(data.shape)}) and no y; pass (x, y)"
+            )
+        else:
+            raise ArgumentTypeError(f"{where}: expected {_ARRAY_FORMS}, found {_found(data, data=True)}")
+    else:
+        if isinstance(data, tuple) or hasattr(data, "arrays"):
+            what = "an (x, y) tuple" if isinstance(data, tuple) else f"a {type(data).__name__}"
+            hint = f"; pass the batch size by name: batch_size={y}" if isinstance(y, int) and not isinstance(y, bool) else ""
+            raise ArgumentTypeError(f"{where}: expected y only beside an x array, found {what}, which holds its own labels, and y = {_found(y)}{hint}")
+        x = data
+    for name, value in (("x", x), ("y", y)):
+        if not _is_array(value) and not isinstance(value, list):
+            raise ArgumentTypeError(f"{where}: expected {name} to be an array (NumPy, CuPy, any Array API array) or a list, found {_found(value)}")
+        kind = getattr(getattr(value, "dtype", None), "kind", None)
+        if kind is not None and kind not in "biuf":
+            raise ArgumentTypeError(f"{where}: expected {name} of a numeric dtype, found dtype {value.dtype}")
+    return x, y
+
+
+def _is_array(value):
+    return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, (str, bytes))
+
+
+def _found(value, data=False):
+    """A short description of what a user passed: 'str 'mnist'', 'dict with keys ['x', 'y']', 'int 3';
+    ``data``: the value stands where the whole data set goes (a hint says how to pass it)."""
+    if _is_array(value):
+        return f"an array of shape {tuple(value.shape)}"
+    if isinstance(value, str):
+        hint = f" (load a dataset first: xpnn.data.load_dataset({value!r}))" if data and len(value) < 40 else ""
+        return f"str {value[:40]!r}{hint}"
+    if isinstance(value, dict):
+        return f"dict with keys {sorted(map(str, value))[:5]}; pass (x, y)"
+    if isinstance(value, list) and data:
+        return f"a list of {len(value)} items; pass a tuple (x, y)"
+    if value is None or isinstance(value, (bool, int, float)):
+        return f"{type(value).__name__} {value!r}"
+    return type(value).__name__
+
+
+def _found_items(items):
+    return ", ".join(f"shape {tuple(v.shape)}" if _is_array(v) else type(v).__name__ for v in items[:4]) + (", ..." if len(items) > 4 else "")
 
 
 def _checked_generator_state(state, kind):

@@ -15,7 +15,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import backend, nn
-from ..errors import ConfigError, NonFiniteLossError
+from ..data.loader import DataLoader, _is_array, as_arrays
+from ..errors import ArgumentTypeError, ConfigError, NonFiniteLossError
 from .checkpoint import restore as restore_checkpoint
 from .history import History
 from .metrics import METRICS
@@ -63,11 +64,25 @@ class Trainer:
 
     # ---- training --------------------------------------------------------------------------
 
-    def fit(self, train_loader, epochs, valid=None, callbacks=(), start_epoch=0, progress=True):
+    def fit(self, train, epochs, valid=None, callbacks=(), start_epoch=0, progress=True, batch_size=None, shuffle=None):
         """Train from epoch ``start_epoch`` up to ``epochs`` (the total, as in Keras' initial_epoch:
-        a run resumed from a checkpoint of epoch k passes ``start_epoch=k``). ``valid`` is a loader
-        evaluated after each epoch. Returns the :class:`History` (also ``self.history``), whose
-        entries from ``start_epoch`` on are replaced by this run's."""
+        a run resumed from a checkpoint of epoch k passes ``start_epoch=k``) and evaluate ``valid``
+        after each epoch. Returns the :class:`History` (also ``self.history``), whose entries from
+        ``start_epoch`` on are replaced by this run's.
+
+        ``train`` and ``valid`` are each a loader (a :class:`~xpnn.data.DataLoader` or any iterable of
+        ``(x, y)`` batches), an ``(x, y)`` tuple of arrays, or a :class:`~xpnn.data.Dataset` from
+        :func:`~xpnn.data.load_dataset`. Arrays are put on the model's device and dtype and batched
+        by a DataLoader: ``batch_size`` (default 32) and ``shuffle`` (default True) for ``train``,
+        batches of 256 in order for ``valid``; its shuffle is seeded from :mod:`xpnn.random`. With a
+        loader, ``batch_size`` and ``shuffle`` belong to the loader and passing them is an error.
+        (A bit-for-bit resume restores the training loader's shuffle state: pass a DataLoader.)
+
+        Example: ``trainer.fit((x, y), epochs=5, valid=(x_val, y_val), batch_size=64)``."""
+        epochs = _check_epochs(epochs, start_epoch)
+        train_loader = self._as_loader(train, "Trainer.fit", batch_size, shuffle, default_batch=32, default_shuffle=True)
+        if valid is not None:
+            valid = self._as_loader(valid, "Trainer.fit valid", None, None, default_batch=256, default_shuffle=False)
         callbacks = list(callbacks)
         if hasattr(train_loader, "__len__") and len(train_loader) == 0:
             raise ConfigError("Trainer.fit: the training loader yields no batches (an empty dataset?); expected at least one")
@@ -167,9 +182,12 @@ class Trainer:
 
     # ---- evaluation and prediction ---------------------------------------------------------
 
-    def evaluate(self, loader):
-        """Mean loss and accuracy over ``loader`` in eval mode: ``{"loss": ..., "accuracy": ...}``
-        (Python floats; "accuracy" only with that metric). A non-finite loss is reported, not raised."""
+    def evaluate(self, data, batch_size=None):
+        """Mean loss and accuracy over ``data`` in eval mode: ``{"loss": ..., "accuracy": ...}``
+        (Python floats; "accuracy" only with that metric). A non-finite loss is reported, not raised.
+        ``data`` is a loader, an ``(x, y)`` tuple of arrays or a Dataset, as in :meth:`fit`; arrays
+        go in batches of ``batch_size`` (default 256)."""
+        loader = self._as_loader(data, "Trainer.evaluate", batch_size, None, default_batch=256, default_shuffle=False)
         model = self.model
         was_training = model.training
         model.eval()
@@ -194,6 +212,25 @@ class Trainer:
         if count is not None:
             result["accuracy"] = tally.accuracy()
         return result
+
+    def _as_loader(self, data, where, batch_size, shuffle, default_batch, default_shuffle):
+        """``data`` itself when it is a loader (any iterable of batches), else a DataLoader over its
+        arrays on the model's device and dtype; the forms and their errors are DataLoader's."""
+        if not _is_data(data):
+            if isinstance(data, list) and data and all(_is_array(item) for item in data):
+                raise ArgumentTypeError(f"{where}: expected a loader, an (x, y) tuple or a Dataset, found a list of {len(data)} arrays; pass a tuple (x, y)")
+            given = [f"{name}={value!r}" for name, value in (("batch_size", batch_size), ("shuffle", shuffle)) if value is not None]
+            if given:
+                raise ConfigError(
+                    f"{where}: {' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} only to arrays; found a loader ({type(data).__name__}), which batches by itself: set them on the loader"
+                )
+            return data
+        x, y = as_arrays(data, None, where)
+        model = self.model
+        dtype = next(iter(model.parameters())).dtype if model.num_parameters() else None
+        x = backend.asarray(x, model.xp, dtype, model.device)
+        y = backend.asarray(y, model.xp, None, model.device)
+        return DataLoader(x, y, default_batch if batch_size is None else batch_size, default_shuffle if shuffle is None else shuffle)
 
     def predict(self, data, batch_size=256, logits=False):
         """Class indices (or, with ``logits``, the raw outputs) for ``data``: an array of inputs
@@ -231,6 +268,26 @@ class Trainer:
         self.history = History(ckpt.history)
         self.epoch = ckpt.epoch
         return ckpt.epoch
+
+
+def _is_data(value):
+    """True for the forms that hold arrays rather than batches: a tuple, an array, a Dataset (or any
+    object with ``.arrays()``), and what is no loader at all (a string, a dict, None, a number)."""
+    if isinstance(value, (tuple, str, bytes, dict)) or value is None or _is_array(value) or hasattr(value, "arrays"):
+        return True
+    return not hasattr(value, "__iter__")
+
+
+def _check_epochs(epochs, start_epoch):
+    """``epochs`` as an int, or a ConfigError; an array there is the Keras habit fit(x, y, ...)."""
+    if _is_array(epochs):
+        raise ArgumentTypeError(
+            f"Trainer.fit: expected epochs, a positive int, found an array of shape {tuple(epochs.shape)}; "
+            "pass the arrays as one tuple: fit((x, y), epochs=...)"
+        )
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ConfigError(f"Trainer.fit: expected epochs, a non-negative int (the total, counting start_epoch={start_epoch}), found {epochs!r}")
+    return int(epochs)
 
 
 def _summary(epoch, epochs, logs):
