@@ -8,7 +8,7 @@ from data_helpers import REAL_MNIST, isolated_env, write_mnist  # noqa: F401 (is
 
 from xpnn.data import DATASETS, Dataset, load_dataset, write_idx
 from xpnn.data.datasets import data_dirs
-from xpnn.errors import ConfigError, DataError
+from xpnn.errors import ConfigError, DataError, MissingDataError
 
 pytestmark = pytest.mark.usefixtures("isolated_env")
 
@@ -67,12 +67,13 @@ def test_cache_defaults_to_home(tmp_path, monkeypatch):
 
 
 def test_missing_files_without_download(tmp_path):
-    with pytest.raises(DataError) as err:
+    with pytest.raises(MissingDataError) as err:
         load_dataset("mnist", root=tmp_path, download=False)
     message = str(err.value)
     assert "mnist: missing train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz (download=False)" in message
     assert f"Put them in {tmp_path / 'mnist'} (searched: {tmp_path / 'mnist'}, {tmp_path};" in message
-    assert "--dataset digits" in message
+    assert "--dataset" not in message, "a command-line flag means nothing to a Python caller"
+    assert list(tmp_path.iterdir()) == [], "looking for files creates no folder"
 
 
 def test_fashion_and_kmnist_share_the_format(tmp_path):

@@ -232,9 +232,18 @@ def check_array(x, xp, where, dtype=None, device=None):
             f"{where}: expected an array on {device_name(xp)}, got {describe(x)}; move it with xpnn.backend.asarray(x, xp) or model.to(...)"
         )
     if dtype is not None and x.dtype != dtype:
-        raise DTypeError(f"{where}: expected dtype {dtype_name(dtype)}, got {dtype_name(x.dtype)}")
+        raise DTypeError(f"{where}: expected dtype {dtype_name(dtype)}, got {dtype_name(x.dtype)}{_cast_hint(xp, x.dtype, dtype)}")
     if device is not None and device_of(x) != device:
         raise DeviceError(f"{where}: expected an array on {device}, got one on {device_of(x)}; move it with xpnn.backend.asarray(x, xp, device=...) or model.to(...)")
+
+
+def _cast_hint(xp, found, expected):
+    """How to fix a floating dtype mismatch: cast the array, or convert the module to the array's dtype."""
+    floating = [xp.isdtype(d, "real floating") for d in (found, expected)]
+    if not all(floating):
+        return ""
+    want, have = dtype_name(expected), dtype_name(found)
+    return f"; cast the input (x.astype(np.{want}) on NumPy, xp.astype(x, xp.{want}) on any backend) or convert the model (model.to(dtype=\"{have}\"))"
 
 
 def is_c_contiguous(x):

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import __version__, backend, optim
 from .data.registry import DATASETS
-from .errors import CheckpointError, ConfigError, NonFiniteLossError, XpnnError
+from .errors import CheckpointError, ConfigError, MissingDataError, NonFiniteLossError, XpnnError
 from .models import MODELS, build_model
 
 
@@ -129,7 +129,7 @@ def build_parser():
     train.add_argument("--lr", type=_positive_float, help=f"initial learning rate (default {_per_model('lr')})")
     train.add_argument("--schedule", choices=tuple(SCHEDULES), help=f"learning-rate schedule over the epochs, stepped every batch (default {DEFAULTS['schedule']})")
     train.add_argument("--seed", type=_non_negative_int, help="seed of weights, shuffling and dropout (default 0)")
-    train.add_argument("--data-dir", help="directory holding (or receiving) the dataset files (default: $XPNN_DATA_DIR or ~/.cache/xpnn)")
+    train.add_argument("--data-dir", help="directory holding (or receiving) the dataset files (default: on --resume, the run's if it still exists; else $XPNN_DATA_DIR or ~/.cache/xpnn)")
     train.add_argument(
         "--out",
         help="output directory (default runs/<dataset>-<model>, or runs/<dataset>-<model>-2, ... when that one holds a run; "
@@ -137,14 +137,14 @@ def build_parser():
     )
     train.add_argument("--overwrite", action="store_true", help="let this run replace the checkpoint, history and curves already in --out")
     train.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in CHECKPOINT (a model.npz) up to --epochs")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar (the per-epoch lines stay)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar (the per-epoch lines stay); there is none when stderr is not a terminal")
     train.set_defaults(func=_train)
 
     evaluate = commands.add_parser(
         "eval", help="evaluate a checkpoint on its dataset's test split", description="Evaluate CHECKPOINT on the test split of the dataset it was trained on."
     )
     evaluate.add_argument("checkpoint", metavar="CHECKPOINT", help="a model.npz written by xpnn train")
-    evaluate.add_argument("--data-dir", help="directory holding the dataset files")
+    evaluate.add_argument("--data-dir", help="directory holding the dataset files (default: the one the run was trained with, if it still exists)")
     evaluate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object (loss, accuracy, confusion_matrix) instead of text")
     evaluate.set_defaults(func=_eval)
@@ -223,7 +223,7 @@ def _stdout_gone():
 
 # ---- train -----------------------------------------------------------------------------------
 
-MAX_EPOCHS, MAX_BATCH, MAX_CLASSES, MAX_SIDE, MAX_PIXELS, MAX_SEED = 10**6, 2**20, 10**5, 2**15, 2**26, 2**64 - 1
+MAX_EPOCHS, MAX_BATCH, MAX_CLASSES, MAX_SIDE, MAX_PIXELS, MAX_SEED, MAX_PATH = 10**6, 2**20, 10**5, 2**15, 2**26, 2**64 - 1, 4096
 
 
 def _is_int(value):
@@ -260,6 +260,7 @@ def _run_config_schema():
         "image_shape": (_image_shape_ok, f"[channels, height, width] of positive integers, at most {MAX_PIXELS} values in all"),
         "num_classes": _int_in(1, MAX_CLASSES),
         "classes": (lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v), "a list of class names"),
+        "data_dir": (lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= MAX_PATH), f"a folder path of at most {MAX_PATH} characters, or null"),
     }
 
 
@@ -311,7 +312,7 @@ def _settings(args, checkpoint):
     settings = {key: config[key] for key in SETTINGS}
     settings["epochs"] = args.epochs or config["epochs"]
     if checkpoint.epoch >= settings["epochs"]:
-        raise ConfigError(f"checkpoint {checkpoint.path} has already completed {checkpoint.epoch} epochs; pass --epochs N with N > {checkpoint.epoch} to train further")
+        raise ConfigError(f"checkpoint {checkpoint.path} has already completed {_plural(checkpoint.epoch, 'epoch')}; pass --epochs N with N > {checkpoint.epoch} to train further")
     return settings
 
 
@@ -375,6 +376,29 @@ def _refuse_non_finite(checkpoint, model, optimizer=None):
         )
 
 
+def _replan(scheduler, planned, epochs, steps_per_epoch):
+    """A resumed run whose total of epochs differs from the plan: the cosine schedule is re-spread
+    over the new total (from where the run is, so the rate moves once and then decays smoothly to
+    zero at the new end); the others continue as they were. Returns the sentence that says so."""
+    lr = scheduler.optimizer.param_groups[0]["lr"] if scheduler is not None else None
+    if isinstance(scheduler, optim.CosineAnnealingLR):
+        scheduler.T_max = epochs * steps_per_epoch
+        for group, rate in zip(scheduler.optimizer.param_groups, scheduler.get_lr()):
+            group["lr"] = rate
+        new = scheduler.optimizer.param_groups[0]["lr"]
+        return f"the cosine schedule now decays to 0 over {_plural(epochs, 'epoch')} (planned: {planned}); the learning rate goes from {lr:g} to {new:g}"
+    if isinstance(scheduler, optim.StepLR):
+        every = scheduler.step_size // steps_per_epoch
+        return f"the step schedule continues as planned for {planned} epochs: the learning rate (now {lr:g}) x{scheduler.gamma:g} every {_plural(every, 'epoch')}"
+    return f"training to epoch {epochs} (planned: {planned}) at a constant learning rate ({lr:g})"
+
+
+def _remembered_data_dir(checkpoint):
+    """The data folder the checkpoint's run was trained with (its --data-dir), if it still exists."""
+    folder = checkpoint.config.get("data_dir") if checkpoint is not None else None
+    return folder if folder and Path(folder).is_dir() else None
+
+
 def _kept(saver, checkpoint):
     """Which checkpoint survives a run stopped early, as the end of a sentence."""
     if saver.last_saved is not None:
@@ -402,8 +426,12 @@ def _train(args):
     s = _settings(args, checkpoint)
     xp = backend.resolve(args.device)  # fails fast on --device cuda without CuPy or a GPU
     folder = _run_folder(args, s, checkpoint)
-    train_set = load_dataset(s["dataset"], train=True, root=args.data_dir)
-    test_set = load_dataset(s["dataset"], train=False, root=args.data_dir)
+    data_dir = args.data_dir or _remembered_data_dir(checkpoint)
+    try:
+        train_set = load_dataset(s["dataset"], train=True, root=data_dir)
+        test_set = load_dataset(s["dataset"], train=False, root=data_dir)
+    except MissingDataError as exc:
+        raise MissingDataError(f"{exc}; or use --dataset digits, which ships with xpnn and needs no download") from None
     x, y = train_set.arrays()
     x_test, y_test = test_set.arrays()
     image_shape = tuple(x.shape[1:])
@@ -416,14 +444,15 @@ def _train(args):
     scheduler = SCHEDULES[s["schedule"]](optimizer, s["epochs"], len(train_loader))
     test_loader = DataLoader(x_test, y_test, batch_size=EVAL_BATCH, device=xp)
     config = dict(s, dataset=train_set.name, image_shape=list(image_shape), num_classes=len(classes), classes=classes)
+    config["data_dir"] = str(Path(data_dir).resolve()) if data_dir else None
 
     trainer = Trainer(model, optimizer, scheduler=scheduler, scheduler_interval="step")
     start = 0
     if checkpoint is not None:
         start = trainer.restore(checkpoint, loader=train_loader)
         _refuse_non_finite(checkpoint, model, optimizer)
-        if isinstance(scheduler, optim.CosineAnnealingLR):  # more epochs than planned: stretch the cosine
-            scheduler.T_max = max(scheduler.T_max, s["epochs"] * len(train_loader))
+        if s["epochs"] != checkpoint.config["epochs"]:
+            print("xpnn: " + _replan(scheduler, checkpoint.config["epochs"], s["epochs"], len(train_loader)), file=sys.stderr)
 
     removed = folder.claim()
     try:
@@ -458,7 +487,7 @@ def _fit(args, s, trainer, folder, checkpoint, config, train_loader, test_loader
     callbacks = [saver, WriteHistory(), WarnOnDivergence()]
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is reported once, by NonFiniteLossError
-            history = trainer.fit(train_loader, s["epochs"], valid=test_loader, callbacks=callbacks, start_epoch=start, progress=not args.no_progress)
+            history = trainer.fit(train_loader, s["epochs"], valid=test_loader, callbacks=callbacks, start_epoch=start, progress=False if args.no_progress else None)
     except KeyboardInterrupt as exc:
         raise type(exc)(_kept(saver, checkpoint)) from None
     except NonFiniteLossError as exc:
@@ -504,7 +533,7 @@ def _eval(args):
     model = build_model(config["model"], config["image_shape"], config["num_classes"], device=xp)
     checkpoint.restore(model, rng=False)
     _refuse_non_finite(checkpoint, model)
-    test_set = load_dataset(config["dataset"], train=False, root=args.data_dir)
+    test_set = load_dataset(config["dataset"], train=False, root=args.data_dir or _remembered_data_dir(checkpoint))
     x, y = test_set.arrays()
     if tuple(x.shape[1:]) != tuple(config["image_shape"]):
         raise CheckpointError(f"checkpoint {checkpoint.path} expects images of shape {tuple(config['image_shape'])}, the {test_set.name} test split has {tuple(x.shape[1:])}")

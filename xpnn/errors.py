@@ -25,6 +25,10 @@ class DataError(XpnnError, ValueError):
     """A data file is missing, truncated, corrupt or fails its checksum."""
 
 
+class MissingDataError(DataError):
+    """A dataset's files are absent and could not be downloaded."""
+
+
 class CheckpointError(XpnnError, ValueError):
     """A checkpoint cannot be read or does not fit the model it is loaded into."""
 

@@ -87,6 +87,28 @@ def signals_held():
             signal.raise_signal(signum)
 
 
+@contextlib.contextmanager
+def folder_made_for(directory):
+    """Create ``directory`` (and missing parents) for the block; if the block raises, remove the
+    folders it created that are still empty, so a failed download or write leaves no trace."""
+    directory = Path(directory)
+    created = []
+    for folder in (directory, *directory.parents):
+        if folder.exists():
+            break
+        created.append(folder)
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        yield directory
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty, or not ours to remove
+                break
+        raise
+
+
 def _umask():
     """The process umask; Python can read it only by setting it, so it is set back at once."""
     mask = os.umask(0)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, MissingDataError
 from .digits import PATH as DIGITS_PATH
 from .digits import load_digits
 from .fetch import download_files, missing_message
@@ -117,7 +117,7 @@ def _locate(info, split, root, download):
     target = _home(dirs, stems)
     missing = [f"{stem}.gz" for stem in stems if _find(target, stem) is None]
     if not download:
-        raise DataError(missing_message(info, missing, target, dirs, " (download=False)"))
+        raise MissingDataError(missing_message(info, missing, target, dirs, " (download=False)"))
     download_files(info, missing, target, dirs)
     return _find_split(target, stems)
 

@@ -14,10 +14,10 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from tqdm.auto import tqdm
 
-from ..errors import ConfigError, DataError
-from ..files import atomic_write, stale_temporaries
+from ..errors import ConfigError, DataError, MissingDataError
+from ..files import atomic_write, folder_made_for, stale_temporaries
+from ..progress import progress_bar
 
 try:
     import fcntl
@@ -66,8 +66,7 @@ def missing_message(info, missing, directory, searched, reason=""):
         f"{info.name}: missing {', '.join(missing)}{reason}. "
         f"Put them in {directory} (searched: {searched_text}; gzipped or not), "
         f"or point root=, --data-dir or XPNN_DATA_DIR at the folder that holds them; "
-        f"get them from {' or '.join(mirrors(info)) or info.homepage}; "
-        f"or use --dataset digits, which ships with xpnn and needs no download"
+        f"get them from {' or '.join(mirrors(info)) or info.homepage}"
     )
 
 
@@ -84,7 +83,7 @@ def fetch(url, dest, md5=None, timeout=TIMEOUT_S, max_bytes=MAX_BYTES, deadline_
     with atomic_write(dest) as out, urllib.request.urlopen(url, timeout=timeout) as response:
         _lock(out)
         size = _announced_size(response, dest.name, url, max_bytes)
-        with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name, file=sys.stderr) as bar:
+        with progress_bar(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name) as bar:
             received = 0
             while chunk := response.read1(CHUNK):
                 received += len(chunk)
@@ -169,22 +168,22 @@ def download_files(info, filenames, directory, searched):
     ``TIMEOUT_S``, ``DEADLINE_S`` and the registry's size for each file (else ``MAX_BYTES``)."""
     directory = Path(directory)
     urls = mirrors(info)
-    directory.mkdir(parents=True, exist_ok=True)
-    remove_stale_downloads(directory, filenames)
-    for position, filename in enumerate(filenames):
-        reasons, refused = [], None
-        limits = {"timeout": TIMEOUT_S, "max_bytes": info.sizes.get(filename, MAX_BYTES), "deadline_s": DEADLINE_S}
-        for base in urls:
-            url = base.rstrip("/") + "/" + filename
-            try:
-                fetch(url, directory / filename, info.md5.get(filename), **limits)
-                break
-            except DataError as exc:  # wrong bytes, too many or too slow: another mirror may do better
-                refused = refused or exc
-            except (OSError, http.client.HTTPException) as exc:
-                reasons.append(f"{url}: {_why(exc)}")
-        else:
-            if refused:
-                raise refused
-            reason = f" and could not be downloaded ({'; '.join(reasons) or 'no mirror configured'})"
-            raise DataError(missing_message(info, list(filenames[position:]), directory, searched, reason))
+    with folder_made_for(directory):  # a download that fails leaves no empty folder behind
+        remove_stale_downloads(directory, filenames)
+        for position, filename in enumerate(filenames):
+            reasons, refused = [], None
+            limits = {"timeout": TIMEOUT_S, "max_bytes": info.sizes.get(filename, MAX_BYTES), "deadline_s": DEADLINE_S}
+            for base in urls:
+                url = base.rstrip("/") + "/" + filename
+                try:
+                    fetch(url, directory / filename, info.md5.get(filename), **limits)
+                    break
+                except DataError as exc:  # wrong bytes, too many or too slow: another mirror may do better
+                    refused = refused or exc
+                except (OSError, http.client.HTTPException) as exc:
+                    reasons.append(f"{url}: {_why(exc)}")
+            else:
+                if refused:
+                    raise refused
+                reason = f" and could not be downloaded ({'; '.join(reasons) or 'no mirror configured'})"
+                raise MissingDataError(missing_message(info, list(filenames[position:]), directory, searched, reason))

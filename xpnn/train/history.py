@@ -51,7 +51,8 @@ class History(dict):
         return cls(json.loads(Path(path).read_text()))
 
     def __repr__(self):
-        return f"History({self.epochs} epochs: {', '.join(k for k, v in self.items() if v)})"
+        epochs = f"{self.epochs} epoch{'' if self.epochs == 1 else 's'}"
+        return f"History({epochs}: {', '.join(k for k, v in self.items() if v)})"
 
 
 def _finite(value):

@@ -37,22 +37,34 @@ def plot_history(history, path=None):
     fig = _figure(figsize=(10, 4), layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2)
     for ax, keys, title in ((ax_loss, ("loss", "val_loss"), "loss"), (ax_acc, ("acc", "val_acc"), "accuracy")):
+        count = 0
         for key, label in zip(keys, ("train", "valid")):
             values = [np.nan if v is None else v for v in history.get(key) or []]
             if values:
                 epochs = np.arange(1, len(values) + 1)
                 ax.plot(epochs, values, marker="o" if len(values) < 30 else None, label=label)
+                count = max(count, len(values))
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
         if ax.lines:
             ax.legend()
-            ax.xaxis.get_major_locator().set_params(integer=True)
+            _epoch_ticks(ax, count)
         else:
             ax.text(0.5, 0.5, f"no {title} recorded", ha="center", va="center", transform=ax.transAxes)
     if path is not None:
         _save(fig, path)
     return fig
+
+
+def _epoch_ticks(ax, count, every_up_to=12):
+    """Whole epochs on the x axis: each epoch for a short run (a 1-epoch run gets the single tick
+    1, not 0.94 ... 1.06), else whole numbers chosen by matplotlib."""
+    if count <= every_up_to:
+        ax.set_xticks(np.arange(1, count + 1))
+        ax.set_xlim(0.5, count + 0.5)
+    else:
+        ax.xaxis.get_major_locator().set_params(integer=True)
 
 
 def plot_confusion_matrix(cm, class_names=None, path=None, normalize=False):

@@ -12,9 +12,9 @@ import sys
 import time
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .. import backend, nn
+from ..progress import progress_bar
 from ..data.loader import DataLoader, _is_array, as_arrays
 from ..errors import ArgumentTypeError, ConfigError, NonFiniteLossError
 from .checkpoint import restore as restore_checkpoint
@@ -134,7 +134,7 @@ class Trainer:
         every = self.log_every
         flush_at = 1 if self.initial_loss is None else every  # the fit's first step is read at once: where the loss started
         total = len(loader) if hasattr(loader, "__len__") else None
-        bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", file=sys.stderr, leave=False, disable=not progress, dynamic_ncols=True, mininterval=0)
+        bar = progress_bar(progress, total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, dynamic_ncols=True, mininterval=0)
         try:
             for xb, yb in loader:
                 logits = forward(xb)
