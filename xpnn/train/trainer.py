@@ -14,9 +14,9 @@ import time
 import numpy as np
 
 from .. import backend, nn
-from ..progress import progress_bar
 from ..data.loader import DataLoader, _is_array, as_arrays
 from ..errors import ArgumentTypeError, ConfigError, NonFiniteLossError
+from ..progress import progress_bar
 from .checkpoint import restore as restore_checkpoint
 from .history import History
 from .metrics import METRICS
