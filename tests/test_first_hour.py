@@ -202,3 +202,22 @@ def test_replanning_a_cosine_sets_the_rate_of_the_run_position():
     message = _replan(schedule, planned=2, epochs=4, steps_per_epoch=5)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05) and schedule.T_max == 20
     assert message.endswith("the learning rate goes from 0 to 0.05")
+
+
+def test_epoch_lines_reach_a_pipe_as_they_are_written(tmp_path):
+    """``xpnn train | tee log`` shows each epoch when it ends, not all of them at exit."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "xpnn", "train", *DIGITS, "--epochs", "2", "--out", str(tmp_path / "run")],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=tmp_path,
+    )
+    try:
+        for line in child.stdout:
+            if line.startswith("epoch 1/2"):
+                assert child.poll() is None, "the first epoch's line arrived only when the run had ended"
+                break
+        else:
+            pytest.fail("no line for epoch 1")
+    finally:
+        child.communicate(timeout=120)
+    assert child.returncode == 0
