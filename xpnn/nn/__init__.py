@@ -6,11 +6,13 @@ from .batchnorm import BatchNorm1d, BatchNorm2d
 from .conv import Conv2d
 from .dropout import Dropout, Dropout2d
 from .flatten import Flatten
+from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .linear import Identity, Linear
 from .loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
 from .module import Module, Sequential
 from .parameter import Parameter
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from .summary import ModelSummary, summary
 
 __all__ = [
     "init", "Module", "Sequential", "Parameter",
@@ -18,4 +20,5 @@ __all__ = [
     "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "LogSoftmax",
     "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss", "BCELoss",
     "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d",
+    "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "summary", "ModelSummary",
 ]

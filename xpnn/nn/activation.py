@@ -17,6 +17,8 @@ class ReLU(Module):
         - Output: ``(*)``, the input's shape.
     """
 
+    _cache = ("_backward",)  # what only backward needs: dropped by a forward under nn.no_grad()
+
     def forward(self, x):
         y, self._backward = ops.relu(x)
         return y
@@ -40,6 +42,8 @@ class LeakyReLU(Module):
         - Input: ``(*)``, any shape.
         - Output: ``(*)``, the input's shape.
     """
+
+    _cache = ("_slope",)
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
@@ -69,6 +73,8 @@ class Sigmoid(Module):
         - Output: ``(*)``, the input's shape, values in [0, 1].
     """
 
+    _cache = ("_y",)
+
     def forward(self, x):
         self._y = F.sigmoid(x)
         return self._y
@@ -86,6 +92,8 @@ class Tanh(Module):
         - Input: ``(*)``, any shape.
         - Output: ``(*)``, the input's shape, values in [-1, 1].
     """
+
+    _cache = ("_y",)
 
     def forward(self, x):
         self._y = backend.namespace_of(x).tanh(x)
@@ -111,6 +119,8 @@ class GELU(Module):
         - Input: ``(*)``, any shape.
         - Output: ``(*)``, the input's shape.
     """
+
+    _cache = ("_x",)
 
     def __init__(self, approximate="none"):
         super().__init__()
@@ -145,6 +155,8 @@ class Softmax(Module):
         - Output: ``(*)``, the input's shape, values in [0, 1].
     """
 
+    _cache = ("_y",)
+
     def __init__(self, dim=-1):
         super().__init__()
         self.dim = dim
@@ -174,6 +186,8 @@ class LogSoftmax(Module):
         - Input: ``(*)``, any shape.
         - Output: ``(*)``, the input's shape, values in [-inf, 0].
     """
+
+    _cache = ("_y",)
 
     def __init__(self, dim=-1):
         super().__init__()

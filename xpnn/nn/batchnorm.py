@@ -14,6 +14,8 @@ class _BatchNorm(Module):
     ``track_running_stats`` batch statistics are used in both modes."""
 
     ndims = ()  # accepted input ranks
+    # what only backward needs: dropped by a forward under nn.no_grad()
+    _cache = ("_axes", "_shape", "_batch_stats", "_inv_std", "_x_hat", "_count")
     layout = ""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, dtype=None, xp=None):

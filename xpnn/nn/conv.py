@@ -42,6 +42,8 @@ class Conv2d(Module):
         bias: ``(out_channels,)``, or None.
     """
 
+    _cache = ("_windows", "_x_shape")  # what only backward needs: dropped by a forward under nn.no_grad()
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, init="he", dtype=None, xp=None, generator=None):
         super().__init__(xp)

@@ -9,6 +9,8 @@ class _DropoutBase(Module):
     """Shared by Dropout and Dropout2d: a 0/1 mask scaled by 1/(1-p), drawn each training forward
     in the input's dtype and multiplied in (backward multiplies by the same mask)."""
 
+    _cache = ("_mask",)  # what only backward needs: dropped by a forward under nn.no_grad()
+
     def __init__(self, p=0.5, generator=None):
         super().__init__()
         if not 0 <= p < 1:

@@ -21,6 +21,8 @@ class Flatten(Module):
         - Output: ``(*, S_start * ... * S_end, *)``.
     """
 
+    _cache = ("_shape",)  # what only backward needs: dropped by a forward under nn.no_grad()
+
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()
         self.start_dim = start_dim

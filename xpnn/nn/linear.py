@@ -35,6 +35,8 @@ class Linear(Module):
         bias: ``(out_features,)``, zeros at first, or None.
     """
 
+    _cache = ("_x",)  # what only backward needs: dropped by a forward under nn.no_grad()
+
     def __init__(self, in_features, out_features, bias=True, init="he", dtype=None, xp=None, generator=None):
         super().__init__(xp)
         for name, value in (("in_features", in_features), ("out_features", out_features)):

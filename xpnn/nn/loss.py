@@ -98,6 +98,8 @@ class CrossEntropyLoss(_Loss):
           the output (0-d, or ``(N,)`` with ``reduction="none"``), 1 when omitted.
     """
 
+    _cache = ("_count", "_labels_backward", "_logp", "_dist")  # dropped by a forward under nn.no_grad()
+
     def __init__(self, reduction="mean", label_smoothing=0.0):
         super().__init__(reduction)
         if not 0 <= label_smoothing <= 1:
@@ -163,6 +165,8 @@ class NLLLoss(_Loss):
           returns the ``(N, C)`` gradient of the input.
     """
 
+    _cache = ("_target", "_shape", "_dtype")
+
     def forward(self, input, target):
         xp = backend.namespace_of(input)
         _check_labels("NLLLoss", xp, input, target)
@@ -193,6 +197,8 @@ class MSELoss(_Loss):
           returns the gradient of the input, ``2 * (input - target)`` times the upstream factor.
     """
 
+    _cache = ("_diff", "_count")
+
     def forward(self, input, target):
         xp = self._check_pair(input, target)
         self._diff = input - target
@@ -219,6 +225,8 @@ class BCEWithLogitsLoss(_Loss):
         - Target: ``(*)``, the input's shape and dtype, values in [0, 1].
         - Output: a 0-d array, or ``(*)`` with ``reduction="none"``.
     """
+
+    _cache = ("_x", "_y", "_count")
 
     def forward(self, input, target):
         xp = self._check_pair(input, target)
@@ -247,6 +255,8 @@ class BCELoss(_Loss):
         - Target: ``(*)``, the input's shape and dtype, values in [0, 1].
         - Output: a 0-d array, or ``(*)`` with ``reduction="none"``.
     """
+
+    _cache = ("_p", "_y", "_count")
 
     def forward(self, input, target):
         xp = self._check_pair(input, target)

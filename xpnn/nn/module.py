@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import backend
 from ..errors import ArgumentTypeError, CallOrderError, CheckpointError, ShapeError
+from . import grad_mode
 from .parameter import Parameter
 
 # The recorded output shape of a module whose forward returned something without a shape (a tuple,
@@ -57,6 +58,11 @@ class Module:
         expected = self._output_shape
         if expected is None:
             raise CallOrderError(f"{self._name()}: backward called before forward; call the module on an input first")
+        if self.__dict__.get("_cache_dropped"):
+            raise CallOrderError(
+                f"{self._name()}: backward needs the cache of a forward run with gradients enabled; "
+                f"the last forward ran under xpnn.no_grad() and kept none (run it again outside no_grad first)"
+            )
         if grad is None or expected is _ANY_SHAPE:
             return
         found = getattr(grad, "shape", ())
@@ -250,6 +256,14 @@ class Module:
         lines.append(f")  # {self.num_parameters():,} params in total")
         return "\n".join(lines)
 
+    def summary(self, input_shape, batch_size=None, dtype=None):
+        """The table of every module in call order with its output shape and parameter count,
+        and the totals, as Keras's ``model.summary()`` and torchinfo show them; see
+        ``xpnn.nn.summary``, which this calls. Print it, or show it in a notebook cell."""
+        from .summary import summary
+
+        return summary(self, input_shape, batch_size=batch_size, dtype=dtype)
+
 
 def _is_floating(array):
     return backend.dtype_name(array.dtype) in backend.FLOAT_DTYPES
@@ -274,16 +288,40 @@ def _check_entry(owner, name, target, value):
         raise CheckpointError(f"{where} expected {wanted} like the module's {backend.dtype_name(target.dtype)}, got {kind}")
 
 
+# While ``nn.summary`` traces a model: called with (module, args) as each module's forward starts,
+# it returns the function to call with the output when that forward returns. None otherwise.
+_tracer = None
+
+
 def _recording(forward):
-    """``forward`` that also records the shape of its output (for ``Module._check_grad``)."""
+    """``forward`` that also records the shape of its output (for ``Module._check_grad``) and,
+    with gradients disabled (``nn.no_grad``), drops the backward cache named by the class's
+    ``_cache`` attribute names as it returns: the outermost call only, so a subclass's forward
+    can still read what its parent's forward, called through ``super()``, cached."""
     @functools.wraps(forward)
     def recorded(self, *args, **kwargs):
-        out = forward(self, *args, **kwargs)
-        shape = getattr(out, "shape", None)
-        object.__setattr__(self, "_output_shape", _ANY_SHAPE if shape is None else tuple(shape))
-        return out
+        if getattr(type(self), "forward") is not recorded:  # called through super(): record only
+            return _record_shape(self, forward(self, *args, **kwargs))
+        keep = grad_mode.is_grad_enabled()
+        done = None if _tracer is None else _tracer(self, args)
+        try:
+            out = forward(self, *args, **kwargs)
+        finally:
+            if not keep:
+                for name in getattr(self, "_cache", ()):
+                    object.__setattr__(self, name, None)
+            object.__setattr__(self, "_cache_dropped", not keep)
+        if done is not None:
+            done(out)
+        return _record_shape(self, out)
 
     return recorded
+
+
+def _record_shape(module, out):
+    shape = getattr(out, "shape", None)
+    object.__setattr__(module, "_output_shape", _ANY_SHAPE if shape is None else tuple(shape))
+    return out
 
 
 def _checking(method, name):

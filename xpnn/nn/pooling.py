@@ -18,6 +18,8 @@ from .module import Module
 class _Pool2d(Module):
     """Shared geometry, validation and the padded-gradient scatter of the window pools."""
 
+    _cache = ("_x_shape", "_slices")  # what only backward needs: dropped by a forward under nn.no_grad()
+
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1):
         super().__init__()
         name = type(self).__name__
@@ -66,6 +68,8 @@ class MaxPool2d(_Pool2d):
           ``OH = (H + 2*padding[0] - dilation[0]*(kernel_size[0]-1) - 1) // stride[0] + 1``,
           and likewise OW.
     """
+
+    _cache = ("_backward",)
 
     def forward(self, x):
         geometry = windows.window_geometry(tuple(x.shape), self.kernel_size, self.stride, self.padding, self.dilation, self._where())
@@ -163,6 +167,8 @@ class AdaptiveAvgPool2d(Module):
         - Input: ``(N, C, H, W)``.
         - Output: ``(N, C, OH, OW)``.
     """
+
+    _cache = ("_x_shape",)
 
     def __init__(self, output_size):
         super().__init__()
