@@ -63,6 +63,7 @@ class _Model(nn.Sequential):
         self.to(xp)
 
 
+@nn.register
 class MLP(_Model):
     """Fully connected network: ``sizes`` = [in_features, hidden..., out_features], e.g.
     ``MLP([784, 256, 10])``. The input is flattened first, so (N, C, H, W) images and (N, D)
@@ -86,6 +87,7 @@ class MLP(_Model):
         self.sizes = sizes
 
 
+@nn.register
 class SimpleCNN(_Model):
     """The seed CNN: Conv2d(C, 8, 3, padding=1), ReLU, Flatten, Linear(8*H*W, 128), ReLU,
     Linear(128, num_classes). The padding keeps the image size, so any image of at least 1x1
@@ -104,6 +106,7 @@ class SimpleCNN(_Model):
         super().__init__(layers, xp)
 
 
+@nn.register
 class LeNet(_Model):
     """LeNet-5 style: Conv2d(C, 6, 5, padding=2), ReLU, MaxPool2d(2), Conv2d(6, 16, 5), ReLU,
     MaxPool2d(2), Flatten, Linear(16*h*w, 120), ReLU, Linear(120, num_classes).

@@ -1,6 +1,7 @@
 """Layers, losses and the Module/Parameter machinery."""
 
 from . import init
+from .architecture import check_config, from_config, get_config, register, registered
 from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .conv import Conv2d
@@ -14,11 +15,22 @@ from .parameter import Parameter
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .summary import ModelSummary, summary
 
+# xpnn's own layers, losses and containers are buildable from a config (xpnn.models registers the
+# models): nn.from_config looks classes up in this registry only, never by import path.
+for _cls in (
+    Sequential, Linear, Identity, Flatten, Dropout, Dropout2d, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Softmax, LogSoftmax,
+    CrossEntropyLoss, NLLLoss, MSELoss, BCEWithLogitsLoss, BCELoss,
+    Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, BatchNorm1d, BatchNorm2d,
+):
+    register(_cls)
+del _cls
+
 __all__ = [
     "init", "Module", "Sequential", "Parameter",
     "Linear", "Identity", "Flatten", "Dropout", "Dropout2d",
     "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "LogSoftmax",
     "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss", "BCELoss",
     "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d",
+    "register", "registered", "get_config", "from_config", "check_config",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "summary", "ModelSummary",
 ]

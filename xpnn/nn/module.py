@@ -1,6 +1,7 @@
 """Module: the base of every layer and model (registration, state, device moves) and Sequential."""
 
 import functools
+import inspect
 from collections import OrderedDict
 
 import numpy as np
@@ -46,11 +47,41 @@ class Module:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         own = cls.__dict__
+        if "__init__" in own:
+            cls.__init__ = _capturing(own["__init__"])
         if "forward" in own:
             cls.forward = _recording(own["forward"])
         for name in ("backward", "backward_params"):
             if name in own:
                 setattr(cls, name, _checking(own[name], name))
+
+    # ---- architecture as data (see nn/architecture.py) -------------------------------------
+
+    def get_config(self):
+        """This module's architecture as JSON data: ``{"class": <registered name>, "args":
+        {<constructor argument>: <value>}}``, a submodule argument (and a Sequential's modules)
+        as its own config. The arguments are those the module was built with (tuples as lists,
+        dtypes as names; ``xp`` and ``generator`` are not saved). Raises a ConfigError naming the
+        module and argument when a class is not registered (``nn.register``) or an argument is
+        not data (a function, an array)."""
+        from .architecture import get_config
+
+        return get_config(self)
+
+    @classmethod
+    def from_config(cls, config, device=None, dtype=None):
+        """Build a module of this class from ``get_config()``'s data (``nn.from_config``), on
+        ``device``, with fresh weights."""
+        from .architecture import from_config
+
+        return from_config(config, device=device, dtype=dtype, expected=cls)
+
+    def _config_args(self):
+        """The constructor arguments that describe this module (default: those of the outermost
+        ``__init__`` call, recorded by ``_capturing``)."""
+        from .architecture import recorded_args
+
+        return recorded_args(self)
 
     def _check_grad(self, grad):
         """Raise unless forward has run and ``grad`` (None: a loss's implicit 1) has the shape
@@ -293,6 +324,32 @@ def _check_entry(owner, name, target, value):
 _tracer = None
 
 
+def _capturing(init):
+    """``init`` that, when it is the outermost ``__init__`` of the object being built (not one
+    reached through ``super().__init__``), records its bound arguments, defaults included, and
+    the submodules it made: what ``get_config`` describes the module by."""
+    signature = inspect.signature(init)
+    first = next(iter(signature.parameters))
+
+    @functools.wraps(init)
+    def captured(self, *args, **kwargs):
+        outermost = "_init_args" not in self.__dict__
+        if outermost:
+            object.__setattr__(self, "_init_args", None)
+        init(self, *args, **kwargs)
+        if outermost:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            arguments = OrderedDict((k, v) for k, v in bound.arguments.items() if k != first)
+            object.__setattr__(self, "_init_args", (signature, arguments))
+            object.__setattr__(self, "_init_children", tuple(self._modules.items()))
+
+    return captured
+
+
+Module.__init__ = _capturing(Module.__init__)
+
+
 def _recording(forward):
     """``forward`` that also records the shape of its output (for ``Module._check_grad``) and,
     with gradients disabled (``nn.no_grad``), drops the backward cache named by the class's
@@ -366,6 +423,16 @@ class Sequential(Module):
             first = next(iter(self._modules.values()))
             object.__setattr__(self, "xp", first.xp)
             object.__setattr__(self, "device", first.device)
+
+    def _config_args(self):
+        """A plain Sequential is described by its modules as they are now (after ``append``); a
+        subclass with its own ``__init__`` (the models) by its constructor's arguments."""
+        if type(self).__init__ is not Sequential.__init__:
+            return super()._config_args()
+        names = list(self._modules)
+        if names == [str(i) for i in range(len(names))]:
+            return OrderedDict(modules=list(self._modules.values()))
+        return OrderedDict(modules=[OrderedDict(self._modules)])
 
     def __len__(self):
         return len(self._modules)

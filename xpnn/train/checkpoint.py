@@ -20,6 +20,7 @@ references to the archive's entries, and a checkpoint to the live objects it is 
 
 import copy
 import json
+import math
 from collections import OrderedDict
 from functools import cached_property
 from pathlib import Path
@@ -41,11 +42,14 @@ _RATIO_SLACK = 2**20  # small arrays of zeros compress far better than MAX_RATIO
 _COMPATIBLE = {"f": "f", "i": "iu", "u": "iu", "b": "b"}  # the saved dtype kinds a live array of each kind takes
 
 
-def save_checkpoint(path, model, optimizer=None, scheduler=None, epoch=0, config=None, history=None, loader=None):
+def save_checkpoint(path, model, optimizer=None, scheduler=None, epoch=0, config=None, history=None, loader=None, _require_architecture=False):
     """Write ``model`` (and the optimizer, scheduler, DataLoader shuffle state, global random state,
     ``config`` dict and ``history``) to ``path`` as one ``.npz`` file, atomically. ``epoch`` is the
     number of completed epochs, so ``fit(..., start_epoch=checkpoint.epoch)`` continues the run.
-    Arrays are kept only from the model's and optimizer's state, the parts a reader checks them in."""
+    Arrays are kept only from the model's and optimizer's state, the parts a reader checks them in.
+    When the model can describe itself (``model.get_config()``: built only from registered
+    classes), its architecture is saved too, so :func:`load` and ``xpnn eval`` rebuild it without
+    its code; otherwise the checkpoint holds weights only (restore them into a model built in code)."""
     from .. import __version__
 
     arrays = {}
@@ -59,6 +63,9 @@ def save_checkpoint(path, model, optimizer=None, scheduler=None, epoch=0, config
         "model": {"class": type(model).__name__, "state": _pack(model.state_dict(), "model", arrays)},
         "rng": xpnn_random.get_rng_state(),
     }
+    architecture = _architecture(model, required=_require_architecture)
+    if architecture is not None:
+        meta["model"]["architecture"] = architecture
     if optimizer is not None:
         meta["optimizer"] = {"class": type(optimizer).__name__, "state": _pack(optimizer.state_dict(), "optimizer", arrays)}
     if scheduler is not None:
@@ -90,12 +97,51 @@ class Checkpoint:
         self.model_class, self.optimizer_class = meta["model"]["class"], optimizer.get("class")
         self.scheduler_class, self.scheduler_state = scheduler.get("class"), scheduler.get("state")
         self.loader_state, self.rng_state = meta.get("loader"), meta.get("rng")
+        self.architecture = meta["model"].get("architecture")
         self._identity = identity
         self._model = OrderedDict((name, entries[ref[ARRAY_KEY]]) for name, ref in meta["model"]["state"].items())
         self._optimizer = _link_optimizer(optimizer.get("state"), entries)
 
     def __repr__(self):
-        return f"Checkpoint({str(self.path)!r}, epoch={self.epoch}, model_class={self.model_class!r})"
+        """One short line: path, epoch, model class and size, optimizer, scheduler, config keys."""
+        values = sum(math.prod(entry.shape) for entry in self._model.values())
+        model = f"{self.model_class} ({values:,} values in {len(self._model)} arrays{'' if self.architecture is None else ', architecture saved'})"
+        parts = [repr(str(self.path)), f"epoch={self.epoch}", f"model={model}"]
+        parts += [f"{k}={v}" for k, v in (("optimizer", self.optimizer_class), ("scheduler", self.scheduler_class)) if v is not None]
+        keys = [str(k) for k in self.config]
+        if keys:
+            shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} keys)" if len(keys) > 8 else "")
+            parts.append(f"config keys: {shown[:200]}")
+        return f"Checkpoint({', '.join(parts)})"
+
+    def build_model(self, device=None, dtype=None):
+        """The saved model, rebuilt from its saved architecture (``nn.from_config``: registered
+        classes only, never code from the file) on ``device`` and in ``dtype`` (default: the saved
+        weights' dtype), with the saved weights restored; training mode, as built (call ``eval()``
+        for inference). Raises a CheckpointError when the checkpoint holds no architecture (its
+        model was not built from registered classes, or an older xpnn saved it), names a class
+        that is not registered here, or describes a model that does not fit its weights."""
+        from ..nn.architecture import from_config
+
+        if self.architecture is None:
+            raise CheckpointError(
+                f"checkpoint {self.path} holds no model architecture: its model (a {self.model_class}) could not describe itself "
+                f"when it was saved (a class not registered with @xpnn.nn.register, or an older xpnn); build the model in code and "
+                f"call restore(model)"
+            )
+        entries = list(self._model.values())
+        total, size = sum(e.info.file_size for e in entries), self._identity[2]
+        if total > MAX_RATIO * size + _RATIO_SLACK:
+            raise CheckpointError(f"checkpoint {self.path}: its model's arrays would take {total:,} bytes from a {size:,}-byte file (more than {MAX_RATIO}x)")
+        if dtype is None:
+            floating = {e.dtype.name for e in entries if e.dtype.kind == "f"}
+            dtype = floating.pop() if len(floating) == 1 else None
+        try:
+            model = from_config(self.architecture, device=device, dtype=dtype, max_parameters=sum(math.prod(e.shape) for e in entries))
+        except ConfigError as exc:
+            raise CheckpointError(f"checkpoint {self.path}: cannot build its model from the saved architecture: {exc}") from exc
+        self.restore(model, rng=False)
+        return model
 
     @cached_property
     def model_state(self):
@@ -291,6 +337,22 @@ def load_checkpoint(path):
     return Checkpoint(path, file_identity, meta, entries)
 
 
+def load(path, device=None, dtype=None):
+    """The model saved in the checkpoint at ``path`` (by :func:`save`, ``save_checkpoint`` or
+    ``ModelCheckpoint``), rebuilt from its saved architecture with its weights, on ``device``:
+    ``keras.models.load_model`` / ``torch.load`` for xpnn. See :meth:`Checkpoint.build_model`."""
+    return load_checkpoint(path).build_model(device=device, dtype=dtype)
+
+
+def save(model, path, **kwargs):
+    """Save ``model`` to ``path`` (a ``.npz`` checkpoint) so that :func:`load` rebuilds it without
+    its code: its architecture (``model.get_config()``) and weights. A model that cannot describe
+    itself (a class not registered with ``@xpnn.nn.register``, an argument that is not data) is a
+    ConfigError naming the module and argument. ``kwargs`` go to :func:`save_checkpoint`
+    (optimizer, scheduler, epoch, config, history, loader)."""
+    return save_checkpoint(path, model, _require_architecture=True, **kwargs)
+
+
 def restore(checkpoint, model=None, optimizer=None, scheduler=None, loader=None, rng=True):
     """Load ``checkpoint`` (a path or a :class:`Checkpoint`) into the given objects; returns the
     :class:`Checkpoint` (its ``epoch`` is where training continues)."""
@@ -336,6 +398,21 @@ def _read_entry(archive, info, name, role, path):
     check_entry_dtype(entry, role, path)
     check_size(entry, path)
     return entry
+
+
+def _architecture(model, required):
+    """``model.get_config()``, or None when the model cannot describe itself (unless ``required``)."""
+    describe = getattr(model, "get_config", None)
+    if describe is None:
+        if required:
+            raise ConfigError(f"cannot save the architecture of a {type(model).__name__}: it is not an xpnn Module")
+        return None
+    try:
+        return describe()
+    except ConfigError:
+        if required:
+            raise
+        return None
 
 
 def _kind_of(value):

@@ -78,10 +78,29 @@ def _check_schema(meta):
 
 def _check_part(meta, part, check_state, references):
     value = meta[part]
-    _expect(isinstance(value, dict) and sorted(value) == ["class", "state"], part, "a dict with keys 'class' and 'state'", value)
+    keys = sorted(value) if isinstance(value, dict) else None
+    if part == "model":
+        _expect(keys in (["class", "state"], ["architecture", "class", "state"]), part, "a dict with keys 'class', 'state' (and 'architecture')", value)
+    else:
+        _expect(keys == ["class", "state"], part, "a dict with keys 'class' and 'state'", value)
     name = value["class"]
     _expect(isinstance(name, str) and name.isidentifier() and len(name) <= MAX_NAME, f"{part}['class']", "a class name", name)
     check_state(value["state"], f"{part}['state']", references)
+    if "architecture" in value:
+        _check_architecture(value["architecture"])
+
+
+def _check_architecture(config):
+    """The model's architecture (``nn.get_config``'s data): its structure, names, depth and size.
+    Whether its classes are registered, and its arguments theirs, is checked when a model is built
+    from it (``Checkpoint.build_model``): a checkpoint of a user's class stays readable (and
+    restorable into a model built in code) where that class is not registered."""
+    from ..nn.architecture import check_config
+
+    try:
+        check_config(config, registered_only=False, where="model['architecture']")
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from exc
 
 
 def _check_history(history):
