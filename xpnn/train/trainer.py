@@ -64,7 +64,7 @@ class Trainer:
 
     # ---- training --------------------------------------------------------------------------
 
-    def fit(self, train, epochs, valid=None, callbacks=(), start_epoch=0, progress=True, batch_size=None, shuffle=None):
+    def fit(self, train, epochs, valid=None, callbacks=(), start_epoch=0, progress=None, batch_size=None, shuffle=None):
         """Train from epoch ``start_epoch`` up to ``epochs`` (the total, as in Keras' initial_epoch:
         a run resumed from a checkpoint of epoch k passes ``start_epoch=k``) and evaluate ``valid``
         after each epoch. Returns the :class:`History` (also ``self.history``), whose entries from
@@ -77,6 +77,9 @@ class Trainer:
         batches of 256 in order for ``valid``; its shuffle is seeded from :mod:`xpnn.random`. With a
         loader, ``batch_size`` and ``shuffle`` belong to the loader and passing them is an error.
         (A bit-for-bit resume restores the training loader's shuffle state: pass a DataLoader.)
+
+        ``progress``: a bar on stderr per epoch; None (default) draws one on a terminal or in a
+        notebook, not into a file or a pipe.
 
         Example: ``trainer.fit((x, y), epochs=5, valid=(x_val, y_val), batch_size=64)``."""
         epochs = _check_epochs(epochs, start_epoch)
