@@ -530,7 +530,7 @@ def _eval(args):
     checkpoint = _load_run_checkpoint(args.checkpoint, ("dataset",))
     config = checkpoint.config
     xp = backend.resolve(args.device)
-    if "model" not in config and checkpoint.architecture is not None:  # a model built in Python, rebuilt from its saved architecture
+    if "model" not in config:  # a model built in Python, rebuilt from its saved architecture
         model = checkpoint.build_model(device=xp)
     else:  # a checkpoint of 'xpnn train' (older ones hold no architecture): the run config names the model
         _check_run_config(checkpoint, ("model", "dataset", "image_shape", "num_classes"))

@@ -273,11 +273,12 @@ class _Checker:
         name, args = config["class"], config["args"]
         _expect(isinstance(name, str) and len(name) <= 100 and _NAME.fullmatch(name) is not None, f"{where}['class']", "a class name", name)
         _expect(isinstance(args, dict), f"{where}['args']", "a dict of constructor arguments", args)
+        cls = self.registered(name, where) if self.registered_only else None
         where = f"{where} ({name})"
         for key, value in args.items():
             self.value(value, f"{where}.{key}", depth, 0)
-        if self.registered_only:
-            self.against_class(name, args, where)
+        if cls is not None:
+            self.against_class(name, cls, args, where)
 
     def value(self, value, where, depth, level):
         self.items += 1
@@ -316,8 +317,7 @@ class _Checker:
             raise ConfigError(f"{where}: unknown class {name!r}; expected a registered class (one of {shown}, or one registered with @xpnn.nn.register)")
         return _REGISTRY[name]
 
-    def against_class(self, name, args, where):
-        cls = self.registered(name, where)
+    def against_class(self, name, cls, args, where):
         params = OrderedDict(list(inspect.signature(cls.__init__).parameters.items())[1:])
         takes = [n for n in params if n not in UNSAVED]
         unknown = [k for k in args if k not in takes]

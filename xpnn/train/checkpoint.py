@@ -133,13 +133,13 @@ class Checkpoint:
         total, size = sum(e.info.file_size for e in entries), self._identity[2]
         if total > MAX_RATIO * size + _RATIO_SLACK:
             raise CheckpointError(f"checkpoint {self.path}: its model's arrays would take {total:,} bytes from a {size:,}-byte file (more than {MAX_RATIO}x)")
-        if dtype is None:
-            floating = {e.dtype.name for e in entries if e.dtype.kind == "f"}
-            dtype = floating.pop() if len(floating) == 1 else None
         try:
             model = from_config(self.architecture, device=device, dtype=dtype, max_parameters=sum(math.prod(e.shape) for e in entries))
         except ConfigError as exc:
             raise CheckpointError(f"checkpoint {self.path}: cannot build its model from the saved architecture: {exc}") from exc
+        saved = {e.dtype.name for e in entries if e.dtype.kind == "f"}
+        if dtype is None and len(saved) == 1 and {backend.dtype_name(p.dtype) for p in model.parameters()} != saved:
+            model.to(dtype=saved.pop())  # a model cast after it was built (model.to(dtype=...)) comes back in the saved dtype
         self.restore(model, rng=False)
         return model
 
