@@ -185,6 +185,7 @@ class Trainer:
 
     # ---- evaluation and prediction ---------------------------------------------------------
 
+    @nn.no_grad()
     def evaluate(self, data, batch_size=None):
         """Mean loss and accuracy over ``data`` in eval mode: ``{"loss": ..., "accuracy": ...}``
         (Python floats; "accuracy" only with that metric). A non-finite loss is reported, not raised.
@@ -235,6 +236,7 @@ class Trainer:
         y = backend.asarray(y, model.xp, None, model.device)
         return DataLoader(x, y, default_batch if batch_size is None else batch_size, default_shuffle if shuffle is None else shuffle)
 
+    @nn.no_grad()
     def predict(self, data, batch_size=256, logits=False):
         """Class indices (or, with ``logits``, the raw outputs) for ``data``: an array of inputs
         (host or device; fed in batches of ``batch_size``) or a loader yielding ``x`` or ``(x, y)``.
