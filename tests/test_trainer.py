@@ -412,3 +412,12 @@ def test_valid_and_evaluate_name_their_wrong_forms(digits):
         trainer.fit(loader, 1, valid=(digits[2],), progress=False)
     with pytest.raises(ArgumentTypeError, match=r"^Trainer.evaluate: expected .*found str 'test'"):
         trainer.evaluate("test")
+
+
+def test_evaluate_and_predict_keep_no_backward_cache(digits):
+    trainer, train, valid = _setup(digits)
+    trainer.fit(train, epochs=1, progress=False)
+    for infer in (lambda: trainer.evaluate(valid), lambda: trainer.predict(digits[2])):
+        infer()
+        kept = [(type(m).__name__, name) for m in trainer.model.modules() for name in getattr(type(m), "_cache", ()) if getattr(m, name, None) is not None]
+        assert kept == []
