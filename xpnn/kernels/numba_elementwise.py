@@ -54,3 +54,95 @@ def relu(x):
     flat = backend.flat_in_memory_order
     _relu(flat(x), flat(out), flat(mask))
     return out, mask
+
+
+# The updates of Adadelta, Adagrad, NAdam and RAdam (``xpnn.ops.updates``): each the portable
+# version's float operations in the same order, in one pass; scalars rounded to the arrays' dtype.
+
+
+def _flat(*arrays):
+    return [a.reshape(-1) for a in arrays]
+
+
+@numba.njit(error_model="numpy", cache=True)
+def _adadelta(param, grad, square_avg, acc_delta, lr, rho, one_minus_rho, eps, weight_decay):
+    for i in range(param.size):
+        g = grad[i]
+        if weight_decay != 0:
+            g = g + weight_decay * param[i]
+        s = square_avg[i] * rho + one_minus_rho * g * g
+        square_avg[i] = s
+        delta = np.sqrt(acc_delta[i] + eps) / np.sqrt(s + eps) * g
+        acc_delta[i] = acc_delta[i] * rho + one_minus_rho * delta * delta
+        param[i] -= lr * delta
+
+
+def adadelta_update(param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay):
+    """The Adadelta step of ``xpnn.ops.updates`` in one pass (C-contiguous arrays of one float dtype)."""
+    dtype = param.dtype.type
+    _adadelta(*_flat(param, grad, square_avg, acc_delta), dtype(lr), dtype(rho), dtype(1 - rho), dtype(eps), dtype(weight_decay))
+
+
+@numba.njit(error_model="numpy", cache=True)
+def _adagrad(param, grad, state_sum, clr, eps, weight_decay):
+    for i in range(param.size):
+        g = grad[i]
+        if weight_decay != 0:
+            g = g + weight_decay * param[i]
+        s = state_sum[i] + g * g
+        state_sum[i] = s
+        param[i] -= clr * (g / (np.sqrt(s) + eps))
+
+
+def adagrad_update(param, grad, state_sum, clr, eps, weight_decay):
+    """The Adagrad step of ``xpnn.ops.updates`` in one pass (C-contiguous arrays of one float dtype)."""
+    dtype = param.dtype.type
+    _adagrad(*_flat(param, grad, state_sum), dtype(clr), dtype(eps), dtype(weight_decay))
+
+
+@numba.njit(error_model="numpy", cache=True)
+def _nadam(param, grad, exp_avg, exp_avg_sq, one_minus_beta1, beta2, one_minus_beta2, eps, bias_correction2, grad_coef, avg_coef, l2, decay):
+    for i in range(param.size):
+        g = grad[i]
+        if l2 != 0:
+            g = g + l2 * param[i]
+        if decay != 1:
+            param[i] = param[i] * decay
+        m = exp_avg[i] + one_minus_beta1 * (g - exp_avg[i])
+        v = exp_avg_sq[i] * beta2 + one_minus_beta2 * g * g
+        exp_avg[i] = m
+        exp_avg_sq[i] = v
+        denom = np.sqrt(v / bias_correction2) + eps
+        p = param[i] - grad_coef * (g / denom)
+        param[i] = p - avg_coef * (m / denom)
+
+
+def nadam_update(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, bias_correction2, grad_coef, avg_coef, l2, decay):
+    """The NAdam step of ``xpnn.ops.updates`` in one pass (C-contiguous arrays of one float dtype)."""
+    d = param.dtype.type
+    _nadam(*_flat(param, grad, exp_avg, exp_avg_sq), d(1 - beta1), d(beta2), d(1 - beta2), d(eps), d(bias_correction2),
+           d(grad_coef), d(avg_coef), d(l2), d(decay))
+
+
+@numba.njit(error_model="numpy", cache=True)
+def _radam(param, grad, exp_avg, exp_avg_sq, one_minus_beta1, beta2, one_minus_beta2, eps, scale, adaptive, l2, decay):
+    for i in range(param.size):
+        g = grad[i]
+        if l2 != 0:
+            g = g + l2 * param[i]
+        if decay != 1:
+            param[i] = param[i] * decay
+        m = exp_avg[i] + one_minus_beta1 * (g - exp_avg[i])
+        v = exp_avg_sq[i] * beta2 + one_minus_beta2 * g * g
+        exp_avg[i] = m
+        exp_avg_sq[i] = v
+        if adaptive:
+            param[i] -= scale * (m / (np.sqrt(v) + eps))
+        else:
+            param[i] -= scale * m
+
+
+def radam_update(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, scale, adaptive, l2, decay):
+    """The RAdam step of ``xpnn.ops.updates`` in one pass (C-contiguous arrays of one float dtype)."""
+    d = param.dtype.type
+    _radam(*_flat(param, grad, exp_avg, exp_avg_sq), d(1 - beta1), d(beta2), d(1 - beta2), d(eps), d(scale), bool(adaptive), d(l2), d(decay))

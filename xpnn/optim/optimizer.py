@@ -35,6 +35,11 @@ RULES = {
     "count": ("an int >= 1", lambda v: _integer(v) and v >= 1),
     "iterations": ("an int >= 0", lambda v: _integer(v) and v >= 0),
     "epoch": ("an int >= -1", lambda v: _integer(v) and v >= -1),
+    "below_one": ("a number in [0, 1)", lambda v: _finite(v) and 0 <= v < 1),
+    "milestones": ("a list of ints >= 0", lambda v: isinstance(v, (list, tuple)) and all(_integer(m) and m >= 0 for m in v)),
+    "anneal": ("'cos' or 'linear'", lambda v: v in ("cos", "linear")),
+    "mode": ("'min' or 'max'", lambda v: v in ("min", "max")),
+    "threshold_mode": ("'rel' or 'abs'", lambda v: v in ("rel", "abs")),
 }
 
 
@@ -52,13 +57,14 @@ class Optimizer:
 
     Subclasses define ``hyper`` (each hyper-parameter's rule in ``RULES``), ``_update(data, grad,
     state, group)`` and ``state_keys(group)`` (the entries a parameter's state holds once it has
-    been updated). Every group's hyper-parameters are checked when it is added and when a state
+    been updated; arrays of the parameter's shape, but ``step`` and those in ``scalar_state``). Every group's hyper-parameters are checked when it is added and when a state
     is loaded. A float16 parameter is updated in float32 arithmetic with float32 state, then
     rounded back: float16 cannot hold Adam's default eps of 1e-8 or the square of a small
     gradient, and its updates would divide by zero.
     """
 
     hyper = {}
+    scalar_state = {}  # per-parameter state entries that are numbers, not arrays: name -> rule
 
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
@@ -243,7 +249,10 @@ class Optimizer:
             if not isinstance(entries, dict) or set(entries) != expected:
                 found = sorted(map(str, entries)) if isinstance(entries, dict) else type(entries).__name__
                 raise CheckpointError(f"{where}: expected the state of parameter {index} to hold {sorted(expected)}, got {found}")
-            state[index] = {k: _checked_entry(f"{where}: state {k!r} of parameter {index}", k, v, params[index]) for k, v in entries.items()}
+            state[index] = {
+                k: _checked_entry(f"{where}: state {k!r} of parameter {index}", k, v, params[index], self.scalar_state.get(k))
+                for k, v in entries.items()
+            }
         return state
 
     def __repr__(self):
@@ -262,9 +271,17 @@ def _state_index(key, count):
     return int(key) if _integer(key) and 0 <= key < count else None
 
 
-def _checked_entry(where, key, value, param):
-    """A saved state entry checked: ``step`` an int >= 0 (returned as an int), any other a
-    floating array of the parameter's shape."""
+def _checked_entry(where, key, value, param, rule=None):
+    """A saved state entry checked: ``step`` an int >= 0 (returned as an int), a scalar entry
+    (``rule``, a key of ``RULES``) a number (or 0-d array) within its rule, returned as a float;
+    any other a floating array of the parameter's shape."""
+    if rule is not None:
+        if hasattr(value, "shape") and value.shape == () and backend.dtype_name(value.dtype) in backend.FLOAT_DTYPES:
+            value = float(value)
+        description, test = RULES[rule]
+        if not test(value):
+            raise CheckpointError(f"{where}: expected {description}, got {value!r}")
+        return float(value)
     if key == "step":
         if hasattr(value, "shape") and value.shape == () and backend.dtype_name(value.dtype).startswith(("int", "uint")):
             value = int(value)
