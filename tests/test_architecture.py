@@ -42,6 +42,10 @@ CASES = {
     "MaxPool2d": (None, dict(kernel_size=3, stride=2, padding=1), (2, 3, 7, 7)),
     "AvgPool2d": (None, dict(kernel_size=(2, 3), stride=1, padding=(1, 1), count_include_pad=False), (2, 3, 6, 6)),
     "AdaptiveAvgPool2d": (None, dict(output_size=(2, None)), (2, 3, 5, 4)),
+    "Conv1d": (None, dict(in_channels=2, out_channels=4, kernel_size=3, stride=2, padding=1, dilation=2, groups=2, bias=False, init="xavier", dtype="float64"), (2, 2, 9)),
+    "ConvTranspose2d": (None, dict(in_channels=2, out_channels=4, kernel_size=(3, 2), stride=(2, 1), padding=(1, 0), output_padding=(1, 0), groups=2, bias=False, dilation=1, init="normal", dtype="float64"), (2, 2, 4, 3)),
+    "MaxPool1d": (None, dict(kernel_size=3, stride=2, padding=1, dilation=1), (2, 3, 7)),
+    "AvgPool1d": (None, dict(kernel_size=3, stride=1, padding=1, count_include_pad=False), (2, 3, 6)),
     "BatchNorm1d": (None, dict(num_features=3, eps=1e-3, momentum=None, affine=False), (4, 3)),
     "BatchNorm2d": (None, dict(num_features=3, momentum=0.5, dtype="float64"), (4, 3, 2, 2)),
 }

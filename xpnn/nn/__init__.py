@@ -4,7 +4,7 @@ from . import init
 from .architecture import check_config, from_config, get_config, register, registered
 from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .batchnorm import BatchNorm1d, BatchNorm2d
-from .conv import Conv2d
+from .conv import Conv1d, Conv2d, ConvTranspose2d
 from .dropout import Dropout, Dropout2d
 from .flatten import Flatten
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
@@ -12,7 +12,7 @@ from .linear import Identity, Linear
 from .loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
 from .module import Module, Sequential
 from .parameter import Parameter
-from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from .pooling import AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
 from .summary import ModelSummary, summary
 
 # xpnn's own layers, losses and containers are buildable from a config (xpnn.models registers the
@@ -21,6 +21,7 @@ for _cls in (
     Sequential, Linear, Identity, Flatten, Dropout, Dropout2d, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Softmax, LogSoftmax,
     CrossEntropyLoss, NLLLoss, MSELoss, BCEWithLogitsLoss, BCELoss,
     Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, BatchNorm1d, BatchNorm2d,
+    Conv1d, ConvTranspose2d, MaxPool1d, AvgPool1d,
 ):
     register(_cls)
 del _cls
@@ -31,6 +32,7 @@ __all__ = [
     "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "LogSoftmax",
     "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss", "BCELoss",
     "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d",
+    "Conv1d", "ConvTranspose2d", "MaxPool1d", "AvgPool1d",
     "register", "registered", "get_config", "from_config", "check_config",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "summary", "ModelSummary",
 ]

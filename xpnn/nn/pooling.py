@@ -1,4 +1,5 @@
-"""Pooling over NCHW images: MaxPool2d, AvgPool2d and AdaptiveAvgPool2d.
+"""Pooling over NCHW images: MaxPool2d, AvgPool2d and AdaptiveAvgPool2d; MaxPool1d and AvgPool1d
+over (N, C, L) sequences, as the 2-D pools over a 1-high image.
 
 AvgPool2d and the general max pool use the window machinery of im2col (``ops.windows``): a loop
 over the KH*KW kernel offsets, each an (N, C, OH, OW) strided view of the padded input, so no
@@ -12,6 +13,7 @@ import numpy as np
 from .. import backend, ops
 from ..errors import ConfigError, ShapeError
 from ..ops import windows
+from .conv import as_single
 from .module import Module
 
 
@@ -212,3 +214,91 @@ class AdaptiveAvgPool2d(Module):
 
     def extra_repr(self):
         return f"output_size={self.output_size}"
+
+
+def _one_high(name, kernel_size, stride, padding, dilation=1):
+    """A 1-D pool's arguments, checked, as the (1, k) geometry of the 2-D pool it runs as."""
+    (k,) = as_single(kernel_size, "kernel_size", 1, name)
+    (s,) = (k,) if stride is None else as_single(stride, "stride", 1, name)
+    (p,) = as_single(padding, "padding", 0, name)
+    (d,) = as_single(dilation, "dilation", 1, name)
+    if 2 * p > d * (k - 1) + 1:
+        raise ConfigError(f"{name}: expected padding at most half the kernel size {d * (k - 1) + 1}, got padding={padding!r}")
+    return (1, k), (1, s), (0, p), (1, d)
+
+
+def _check_sequence(pool, x):
+    """Raise unless ``x`` is an (N, C, L) batch the pool's window fits; return its (N, C, 1, L) view."""
+    where = pool._where()
+    if getattr(x, "ndim", None) != 3:
+        raise ShapeError(f"{where}: expected a 3-D (N, C, L) input, got shape {tuple(getattr(x, 'shape', ()))}")
+    span, p = pool.dilation[1] * (pool.kernel_size[1] - 1) + 1, pool.padding[1]
+    if x.shape[2] + 2 * p < span:
+        raise ShapeError(f"{where}: kernel of size {span} (dilated) is larger than the padded input {x.shape[2] + 2 * p} (input shape {tuple(x.shape)}, padding {p})")
+    return backend.namespace_of(x).expand_dims(x, axis=2)
+
+
+class MaxPool1d(MaxPool2d):
+    """Applies 1-D max pooling over a batch of sequences.
+
+    Runs as :class:`MaxPool2d` over the (N, C, 1, L) view of the input, through the same code
+    (``ops.max_pool2d``): padding counts as -inf, the gradient goes to the first maximum of each
+    window, a NaN takes it, and the output keeps the input's memory order.
+
+    Args:
+        kernel_size: the window size, an int.
+        stride: the window step, an int. Default: ``kernel_size``.
+        padding: -inf padding on both ends, at most half the (dilated) kernel. Default 0.
+        dilation: spacing between window elements. Default 1.
+
+    Shape:
+        - Input: ``(N, C, L)``.
+        - Output: ``(N, C, L_out)``, ``L_out = (L + 2*padding - dilation*(kernel_size-1) - 1) // stride + 1``.
+
+    The attributes ``kernel_size``, ``stride``, ``padding`` and ``dilation`` hold the (1, k)
+    pairs of the 2-D pool it runs as.
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1):
+        super().__init__(*_one_high("MaxPool1d", kernel_size, stride, padding, dilation))
+        self._kernel_size_arg, self._stride_arg = kernel_size, kernel_size if stride is None else stride
+        self._padding_arg, self._dilation_arg = padding, dilation
+
+    def forward(self, x):
+        return super().forward(_check_sequence(self, x))[:, :, 0, :]
+
+    def backward(self, grad):
+        return super().backward(backend.namespace_of(grad).expand_dims(grad, axis=2))[:, :, 0, :]
+
+
+class AvgPool1d(AvgPool2d):
+    """Applies 1-D average pooling over a batch of sequences.
+
+    Runs as :class:`AvgPool2d` over the (N, C, 1, L) view of the input, through the same code.
+
+    Args:
+        kernel_size: the window size, an int.
+        stride: the window step, an int. Default: ``kernel_size``.
+        padding: zero padding on both ends, at most half the kernel. Default 0.
+        count_include_pad: count the padding zeros in each window's divisor (PyTorch's
+            default); when False, divide by the number of input elements in the window. Default True.
+
+    Shape:
+        - Input: ``(N, C, L)``.
+        - Output: ``(N, C, L_out)``, ``L_out = (L + 2*padding - kernel_size) // stride + 1``.
+
+    The attributes ``kernel_size``, ``stride`` and ``padding`` hold the (1, k) pairs of the 2-D
+    pool it runs as.
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
+        kernel, stride_pair, padding_pair, _ = _one_high("AvgPool1d", kernel_size, stride, padding)
+        super().__init__(kernel, stride_pair, padding_pair, count_include_pad)
+        self._kernel_size_arg, self._stride_arg = kernel_size, kernel_size if stride is None else stride
+        self._padding_arg = padding
+
+    def forward(self, x):
+        return super().forward(_check_sequence(self, x))[:, :, 0, :]
+
+    def backward(self, grad):
+        return super().backward(backend.namespace_of(grad).expand_dims(grad, axis=2))[:, :, 0, :]

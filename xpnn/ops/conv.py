@@ -1,6 +1,10 @@
 """The window matrix of a convolution's input, for Conv2d's two GEMMs that read it: the forward
 product with the weight and the weight gradient.
 
+Also :func:`conv_transpose`, the transposed product that Conv2d's backward and ConvTranspose2d's
+forward share: the (G, K, O) weight's transpose times a (G, O, P) batch-last operand, summed back
+into an image by ``col2im_batch_last``.
+
 Door: :func:`conv_windows` keeps the whole (G, C/G*KH*KW, OH*OW*N) matrix
 (:class:`WindowMatrix`), except on NumPy for a layer with few outputs per group, whose windows
 are unfolded again, a few output rows at a time, each time a product needs them
@@ -11,7 +15,7 @@ The measurements behind the constants are in ``bench/NOTES.md``."""
 import numpy as np
 
 from .. import backend
-from .windows import im2col_batch_last, im2col_rows, padded_batch_last
+from .windows import col2im_batch_last, im2col_batch_last, im2col_rows, padded_batch_last
 
 # A NumPy layer with at most this many outputs per group streams its windows, in pieces of about
 # STREAM_PIECE_BYTES (at least one output row).
@@ -30,6 +34,35 @@ def conv_windows(x, kernel, stride, padding, dilation, output_size, groups, outp
     if backend.fast_path(backend.namespace_of(x)) == "numba" and outputs_per_group <= STREAM_MAX_OUTPUTS:
         return StreamedWindows(x, kernel, stride, padding, dilation, output_size, groups)
     return WindowMatrix(x, kernel, stride, padding, dilation, groups)
+
+
+def conv_transpose(weight, operand, image_shape, kernel, stride, padding, dilation, windows):
+    """The transpose of a grouped convolution: ``weight^T @ operand`` for a (G, O, K) weight
+    (K = C/G*KH*KW window rows) and a (G, O, OH*OW*N) batch-last operand, summed back into the
+    (C, H, W, N) image of NCHW ``image_shape`` by ``col2im_batch_last``; ``windows`` is (OH, OW).
+    Rows and columns of the image beyond the last window's reach (a transposed convolution's
+    output_padding of at least its stride) get zeros."""
+    xp = backend.namespace_of(operand)
+    n, c, h, w = image_shape
+    cols = xp.matrix_transpose(weight) @ operand
+    cols = xp.reshape(cols, (cols.shape[0] * cols.shape[1], cols.shape[-1]))
+    fit = reached_size(image_shape, kernel, stride, padding, dilation, windows)
+    image = col2im_batch_last(cols, (n, c, *fit), kernel, stride, padding, dilation)
+    if fit == (h, w):
+        return image
+    full = xp.zeros((c, h, w, n), dtype=image.dtype, device=backend.device_of(image))
+    full[:, :fit[0], :fit[1], :] = image
+    return full
+
+
+def reached_size(image_shape, kernel, stride, padding, dilation, windows):
+    """The (H', W') <= (H, W) of NCHW ``image_shape`` over which this geometry has exactly
+    ``windows`` = (OH, OW) windows: H less a stride for each window beyond OH, likewise W. What
+    a transposed convolution's output_padding adds beyond the last window is out of reach."""
+    fit = []
+    for size, k, s, p, d, o in zip(image_shape[2:], kernel, stride, padding, dilation, windows):
+        fit.append(size - s * ((size + 2 * p - d * (k - 1) - 1) // s + 1 - o))
+    return tuple(fit)
 
 
 class WindowMatrix:
