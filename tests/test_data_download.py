@@ -118,7 +118,12 @@ def test_unreachable_server_explains_what_to_do(tmp_path):
 def test_registry_mirrors_are_the_canonical_ones():
     assert DATASETS["mnist"].mirrors[0] == "https://ossci-datasets.s3.amazonaws.com/mnist/"
     assert DATASETS["mnist"].md5["train-images-idx3-ubyte.gz"] == "f68b3c2dcbeaaa9fbdd348bbdeb94873"
-    assert all(len(info.md5) == 4 for info in DATASETS.values() if not info.bundled)
+    assert all(len(info.md5) == 4 for info in DATASETS.values() if not info.bundled and info.records is None)
+    assert DATASETS["cifar10"].mirrors == DATASETS["cifar100"].mirrors == ("https://www.cs.toronto.edu/~kriz/",)
+    assert DATASETS["cifar10"].md5 == {"cifar-10-binary.tar.gz": "c32a1d4ab5d03f1284b67883e8d87530"}
+    assert DATASETS["cifar100"].md5 == {"cifar-100-binary.tar.gz": "03b5dce01913d631647c71ecec9e9cb8"}
+    assert DATASETS["cifar10"].sizes == {"cifar-10-binary.tar.gz": 170052171}
+    assert DATASETS["cifar100"].sizes == {"cifar-100-binary.tar.gz": 168513733}
     assert download("digits").joinpath("digits.npz").is_file()
 
 

@@ -1,6 +1,7 @@
 """Load a registered dataset by name into a :class:`Dataset`: find its files, download what is
 missing, read and check them, and hand out normalised arrays ready for a model."""
 
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, MissingDataError
+from .cifar import load_records, locate
 from .digits import PATH as DIGITS_PATH
 from .digits import load_digits
 from .fetch import download_files, missing_message
@@ -17,10 +19,11 @@ from .registry import DATASETS, dataset_info
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """One split of a dataset held in host memory: ``images`` uint8 (N, H, W), ``labels`` int64 (N,).
+    """One split of a dataset held in host memory: ``images`` uint8, (N, H, W) grey or (N, C, H, W)
+    colour (channels first, as the CIFAR records hold them); ``labels`` int64 (N,).
 
     ``pixel_max`` is the value of a full-intensity pixel; ``mean``/``std`` normalise the scaled
-    pixels (the training split's statistics, used for both splits).
+    pixels (the training split's statistics, used for both splits): one float, or one per channel.
     """
 
     name: str
@@ -34,11 +37,17 @@ class Dataset:
 
     def __post_init__(self):
         where = f"{self.name} ({self.split})"
-        if self.images.ndim != 3:
-            raise DataError(f"{where}: expected images of shape (N, H, W), found {self.images.shape}")
+        if self.images.ndim not in (3, 4):
+            raise DataError(f"{where}: expected images of shape (N, H, W) or (N, C, H, W), found {self.images.shape}")
         if 0 in self.images.shape:
-            n, h, w = self.images.shape
-            raise DataError(f"{where}: expected at least one image of at least 1x1 pixels to train or evaluate on, found {n} images of {h}x{w}")
+            n, *size = self.images.shape
+            raise DataError(
+                f"{where}: expected at least one image of at least 1x1 pixels to train or evaluate on, found {n} images of {_size_text(size)}"
+            )
+        for stat in ("mean", "std"):
+            value = getattr(self, stat)
+            if not isinstance(value, numbers.Real) and len(value) != self.channels:
+                raise DataError(f"{where}: expected {stat} to be one float or one per channel ({self.channels}), found {value!r}")
         if not self.classes:
             raise DataError(f"{where}: expected at least one class, found none")
         if self.labels.shape != (len(self.images),):
@@ -47,22 +56,47 @@ class Dataset:
             bad = self.labels[(self.labels < 0) | (self.labels >= len(self.classes))]
             raise DataError(f"{where}: expected labels in 0..{len(self.classes) - 1}, found {bad[0]} ({len(bad)} out of range)")
 
+    @property
+    def channels(self):
+        """1 for grey (N, H, W) images, else C of (N, C, H, W)."""
+        return 1 if self.images.ndim == 3 else self.images.shape[1]
+
+    @property
+    def image_shape(self):
+        """(C, H, W) of one image as :meth:`arrays` gives it (C is 1 for grey images)."""
+        return (self.channels, *self.images.shape[-2:])
+
     def __len__(self):
         return len(self.labels)
 
     def __repr__(self):
-        h, w = self.images.shape[1:]
-        return f"Dataset({self.name!r}, split={self.split!r}, {len(self)} images of {h}x{w}, {len(self.classes)} classes)"
+        h, w = self.images.shape[-2:]
+        colour = f" of {self.channels} channels" if self.images.ndim == 4 else ""
+        return f"Dataset({self.name!r}, split={self.split!r}, {len(self)} images of {h}x{w}{colour}, {len(self.classes)} classes)"
 
-    def arrays(self, flatten=False):
-        """(x, y): x float32, scaled to [0, 1] then normalised by ``mean``/``std``, shaped (N, 1, H, W)
-        or (N, H*W) when ``flatten``; y int64 (N,). Both are new host NumPy arrays."""
-        x = self.images.astype(np.float32)
+    def arrays(self, flatten=False, normalize=True):
+        """(x, y): x float32, scaled to [0, 1] then normalised channel by channel by ``mean``/``std``,
+        shaped (N, C, H, W) (C = 1 for grey images) or (N, C*H*W) when ``flatten``; y int64 (N,).
+        Both are new host NumPy arrays. ``normalize=False`` stops at [0, 1], for a transform pipeline
+        that ends in :class:`~xpnn.data.transforms.Normalize` (see ``transforms.default_transforms``)."""
+        x = self.images.astype(np.float32).reshape(len(self.images), *self.image_shape)
         x /= self.pixel_max
-        x -= self.mean
-        x /= self.std
-        shape = (len(x), -1) if flatten else (len(x), 1, *x.shape[1:])
+        if normalize:
+            x -= _per_channel(self.mean)
+            x /= _per_channel(self.std)
+        shape = (len(x), -1) if flatten else x.shape
         return x.reshape(shape), self.labels.astype(np.int64)
+
+
+def _per_channel(value):
+    """A float, or a per-channel sequence as a float32 (C, 1, 1) array that broadcasts over (N, C, H, W)."""
+    if isinstance(value, numbers.Real):
+        return value
+    return np.asarray(value, dtype=np.float32).reshape(-1, 1, 1)
+
+
+def _size_text(size):
+    return "x".join(str(d) for d in size)
 
 
 def data_dirs(name, root=None):
@@ -128,12 +162,15 @@ def load_dataset(name, train=True, root=None, download=True):
     Files are looked up under ``root``, else ``$XPNN_DATA_DIR``, else the user cache (see
     :func:`data_dirs`); missing ones are downloaded and checksummed when ``download`` is true.
     Files found on disk are trusted as found, after the IDX reader's checks (which include the
-    registry's bound on each split's image count and image shape).
+    registry's bound on each split's image count and image shape). CIFAR-10 and CIFAR-100 are read
+    from their binary archive or its extracted folder (``xpnn.data.cifar``), never the pickle version.
     """
     info = dataset_info(name)
     split = "train" if train else "test"
     if info.bundled:
         images, labels = load_digits(split)
+    elif info.records is not None:
+        images, labels = load_records(info, split, root, download)
     else:
         images_path, labels_path = _locate(info, split, root, download)
         max_images, max_labels = info.max_dims(split)
@@ -153,5 +190,8 @@ def download(name, root=None, train=None):
     if info.bundled:
         return DIGITS_PATH.parent
     splits = ["train", "test"] if train is None else ["train" if train else "test"]
+    if info.records is not None:
+        kind, path = locate(info, splits[0], root, download=True)
+        return path.parent
     paths = [path for split in splits for path in _locate(info, split, root, download=True)]
     return paths[0].parent

@@ -62,9 +62,10 @@ def _check_url(url, variable, value):
 def missing_message(info, missing, directory, searched, reason=""):
     """The one message for files that are absent and cannot be downloaded: what, where, from where, or what else."""
     searched_text = ", ".join(str(d) for d in searched)
+    forms = f"the archive or its extracted {info.records.folder} folder" if info.records else "gzipped or not"
     return (
         f"{info.name}: missing {', '.join(missing)}{reason}. "
-        f"Put them in {directory} (searched: {searched_text}; gzipped or not), "
+        f"Put them in {directory} (searched: {searched_text}; {forms}), "
         f"or point root=, --data-dir or XPNN_DATA_DIR at the folder that holds them; "
         f"get them from {' or '.join(mirrors(info)) or info.homepage}"
     )

@@ -30,17 +30,18 @@ MAX_BYTES = 1 << 31  # the data size no IDX header may declare, whatever the cal
 CHUNK = 1 << 16
 
 
-def _open_regular(path):
+def open_regular(path, what="IDX file"):
     """Open ``path`` for reading, refusing anything but a regular file: a FIFO or a device would block
-    or never end. The open is non-blocking, so a FIFO with no writer is found here, not waited on."""
+    or never end. The open is non-blocking, so a FIFO with no writer is found here, not waited on.
+    ``what`` names the expected kind of file in the errors."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        raise DataError(f"{path.name}: expected a readable IDX file, found {(exc.strerror or str(exc)).lower()} ({path})") from exc
+        raise DataError(f"{path.name}: expected a readable {what}, found {(exc.strerror or str(exc)).lower()} ({path})") from exc
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise DataError(f"{path.name}: expected a regular IDX file, found {_kind(mode)} ({path})")
+        raise DataError(f"{path.name}: expected a regular {what}, found {_kind(mode)} ({path})")
     if hasattr(os, "set_blocking"):
         os.set_blocking(fd, True)
     return open(fd, "rb")
@@ -151,7 +152,7 @@ def read_idx(path, *, ndim=None, dtype=None, max_dims=None, max_bytes=MAX_BYTES)
     """
     path = Path(path)
     checks = (ndim, dtype, max_dims, max_bytes)
-    with _open_regular(path) as f:
+    with open_regular(path) as f:
         compressed = f.read(2) == GZIP_MAGIC
         f.seek(0)
         read = _read_gzip if compressed else _read_raw

@@ -1,20 +1,51 @@
 """The datasets xpnn knows: file names, download mirrors, published checksums, classes and the
 normalisation constants, in one table (``DATASETS``) that users and tests can extend or patch."""
 
+import math
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
+class RecordArchive:
+    """The layout of a dataset shipped as one ``.tar.gz`` of fixed-size binary records (the CIFAR
+    binary versions): each record is one byte per label, then the pixels (channel by channel, rows
+    in order). ``labels`` gives the number of values of each label byte, in record order; the last
+    one is the label used. ``files`` maps each split to its members (in ``folder``) and ``extras``
+    names the other members the archive may hold, which are allowed (up to ``EXTRA_MAX`` bytes each)
+    and never read. ``pickle_version`` names the archive and folder of the dataset's Python-pickle
+    version, which xpnn refuses to read."""
+
+    archive: str
+    folder: str
+    files: dict
+    labels: tuple
+    extras: tuple = ()
+    pickle_version: tuple = ()
+
+    def record_size(self, image_shape):
+        return len(self.labels) + math.prod(image_shape)
+
+
+EXTRA_MAX = 1 << 20  # the largest text member (class names, readme) a record archive may hold
+
+
+@dataclass(frozen=True)
 class DatasetInfo:
     """What xpnn knows about one dataset.
 
-    ``mean`` and ``std`` are those of the training images scaled to [0, 1] (pixel / ``pixel_max``);
-    ``md5`` and ``sizes`` map each canonical ``.gz`` file name to its published digest and size in
-    bytes (a download may not exceed the size; files found on disk may be smaller, as test files
-    are); ``split_sizes`` and ``image_shape`` bound what an IDX header of the dataset may declare;
-    a dataset without ``mirrors`` is bundled with xpnn and never downloaded.
+    ``mean`` and ``std`` are those of the training images scaled to [0, 1] (pixel / ``pixel_max``):
+    one float for grey images, one per channel (a tuple) for colour ones; ``md5`` and ``sizes`` map
+    each canonical ``.gz`` file name to its published digest and size in bytes (a download may not
+    exceed the size; files found on disk may be smaller, as test files are); ``split_sizes`` and
+    ``image_shape`` ((H, W) grey, (C, H, W) colour) bound what an IDX header of the dataset may
+    declare; a dataset without ``mirrors`` is bundled with xpnn and never downloaded.
+
+    ``records`` is set for datasets read from an archive of binary records (CIFAR): then each file of
+    a split holds exactly ``split_sizes[split] / len(files)`` records, checked before reading (tests
+    patch ``split_sizes`` for small archives). ``augment`` marks datasets whose training runs use
+    :func:`xpnn.data.transforms.default_transforms` (random crop and flip) by default.
     """
 
     name: str
@@ -30,10 +61,24 @@ class DatasetInfo:
     sizes: dict = field(default_factory=dict)
     split_sizes: dict = field(default_factory=lambda: {"train": 60000, "test": 10000})
     image_shape: tuple = (28, 28)
+    records: RecordArchive = None
+    augment: bool = False
 
     @property
     def bundled(self):
         return not self.mirrors
+
+    @property
+    def channels(self):
+        """1 for grey images ((H, W) ``image_shape``), else C of (C, H, W)."""
+        return 1 if len(self.image_shape) == 2 else self.image_shape[0]
+
+    def records_per_file(self, split):
+        """The exact number of records each file of ``split`` holds (record archives only)."""
+        count, files = self.split_sizes[split], self.records.files[split]
+        if count % len(files):
+            raise ConfigError(f"{self.name}: split_sizes[{split!r}] = {count} is not a whole number of records for each of its {len(files)} files")
+        return count // len(files)
 
     def files(self, split):
         """The (images, labels) IDX file names of ``split`` ("train" or "test"), without ``.gz``."""
@@ -58,6 +103,18 @@ def _per_file(train_images, train_labels, test_images, test_labels):
 
 
 DIGITS = tuple(str(i) for i in range(10))
+
+# CIFAR-100's fine labels in label order (fine_label_names.txt of the archive)
+CIFAR100_CLASSES = tuple("""
+apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can castle
+caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin elephant flatfish
+forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree motorcycle
+mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine
+possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel streetcar
+sunflower sweet_pepper table tank telephone television tiger tractor train trout tulip turtle wardrobe whale
+willow_tree wolf woman worm
+""".split())
+assert len(CIFAR100_CLASSES) == 100
 
 DATASETS = {
     "mnist": DatasetInfo(
@@ -122,6 +179,52 @@ DATASETS = {
         pixel_max=16.0,
         split_sizes={"train": 1437, "test": 360},
         image_shape=(8, 8),
+    ),
+    "cifar10": DatasetInfo(
+        name="cifar10",
+        title="CIFAR-10 (binary version)",
+        homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+        license="no licence stated; cite A. Krizhevsky, Learning Multiple Layers of Features from Tiny Images (2009)",
+        classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
+        mirrors=("https://www.cs.toronto.edu/~kriz/",),
+        md5={"cifar-10-binary.tar.gz": "c32a1d4ab5d03f1284b67883e8d87530"},
+        sizes={"cifar-10-binary.tar.gz": 170052171},
+        split_sizes={"train": 50000, "test": 10000},
+        image_shape=(3, 32, 32),
+        records=RecordArchive(
+            archive="cifar-10-binary.tar.gz",
+            folder="cifar-10-batches-bin",
+            files={"train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "test": ("test_batch.bin",)},
+            labels=(10,),
+            extras=("batches.meta.txt", "readme.html"),
+            pickle_version=("cifar-10-python.tar.gz", "cifar-10-batches-py"),
+        ),
+        augment=True,
+    ),
+    "cifar100": DatasetInfo(
+        name="cifar100",
+        title="CIFAR-100 (binary version, the 100 fine labels)",
+        homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+        license="no licence stated; cite A. Krizhevsky, Learning Multiple Layers of Features from Tiny Images (2009)",
+        classes=CIFAR100_CLASSES,
+        mean=(0.5071, 0.4865, 0.4409),
+        std=(0.2673, 0.2564, 0.2762),
+        mirrors=("https://www.cs.toronto.edu/~kriz/",),
+        md5={"cifar-100-binary.tar.gz": "03b5dce01913d631647c71ecec9e9cb8"},
+        sizes={"cifar-100-binary.tar.gz": 168513733},
+        split_sizes={"train": 50000, "test": 10000},
+        image_shape=(3, 32, 32),
+        records=RecordArchive(
+            archive="cifar-100-binary.tar.gz",
+            folder="cifar-100-binary",
+            files={"train": ("train.bin",), "test": ("test.bin",)},
+            labels=(20, 100),
+            extras=("coarse_label_names.txt", "fine_label_names.txt", "readme.html"),
+            pickle_version=("cifar-100-python.tar.gz", "cifar-100-python"),
+        ),
+        augment=True,
     ),
 }
 
