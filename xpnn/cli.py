@@ -39,6 +39,17 @@ def _step(optimizer, epochs, steps_per_epoch):
     return optim.StepLR(optimizer, step_size=max(1, epochs // 3) * steps_per_epoch, gamma=0.1)
 
 
+def _onecycle(optimizer, epochs, steps_per_epoch):
+    """One cycle: the learning rate rises from lr/25 to lr over the first 30% of the steps, then
+    anneals to lr/250000; the momentum (or Adam's beta1) cycles between 0.95 and 0.85."""
+    return optim.OneCycleLR(optimizer, max_lr=optimizer.param_groups[0]["lr"], total_steps=epochs * steps_per_epoch)
+
+
+def _exponential(optimizer, epochs, steps_per_epoch):
+    """Exponential decay of the learning rate to 1/100 of its start over the run."""
+    return optim.ExponentialLR(optimizer, gamma=0.01 ** (1 / (epochs * steps_per_epoch)))
+
+
 def _constant(optimizer, epochs, steps_per_epoch):
     """No scheduler: the learning rate stays as given."""
     return None
@@ -49,7 +60,7 @@ OPTIMIZERS = {
     "adam": lambda params, lr: optim.Adam(params, lr=lr),
     "adamw": lambda params, lr: optim.AdamW(params, lr=lr),
 }
-SCHEDULES = {"cosine": _cosine, "step": _step, "none": _constant}
+SCHEDULES = {"cosine": _cosine, "step": _step, "none": _constant, "onecycle": _onecycle, "exponential": _exponential}
 DEFAULTS = {"dataset": "mnist", "model": "mlp", "optimizer": "adam", "seed": 0, "schedule": "cosine"}
 MODEL_DEFAULTS = {  # one per name in models.MODELS; they reach >= 98% (mlp, 10 epochs) and >= 99% (lenet, 3 epochs) MNIST test accuracy
     "mlp": {"epochs": 10, "batch_size": 64, "lr": 1e-3},
@@ -128,6 +139,10 @@ def build_parser():
     train.add_argument("--optimizer", choices=tuple(OPTIMIZERS), help=f"optimizer (default {DEFAULTS['optimizer']}; sgd uses momentum 0.9)")
     train.add_argument("--lr", type=_positive_float, help=f"initial learning rate (default {_per_model('lr')})")
     train.add_argument("--schedule", choices=tuple(SCHEDULES), help=f"learning-rate schedule over the epochs, stepped every batch (default {DEFAULTS['schedule']})")
+    train.add_argument(
+        "--clip-grad-norm", type=_positive_float, metavar="X",
+        help="clip the gradients' total 2-norm to X before each step (default: no clipping; on --resume, the checkpoint's)",
+    )
     train.add_argument("--seed", type=_non_negative_int, help="seed of weights, shuffling and dropout (default 0)")
     train.add_argument("--data-dir", help="directory holding (or receiving) the dataset files (default: on --resume, the run's if it still exists; else $XPNN_DATA_DIR or ~/.cache/xpnn)")
     train.add_argument(
@@ -261,6 +276,9 @@ def _run_config_schema():
         "num_classes": _int_in(1, MAX_CLASSES),
         "classes": (lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v), "a list of class names"),
         "data_dir": (lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= MAX_PATH), f"a folder path of at most {MAX_PATH} characters, or null"),
+        "clip_grad_norm": (
+            lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0), "a finite number > 0, or null"
+        ),
     }
 
 
@@ -377,8 +395,8 @@ def _refuse_non_finite(checkpoint, model, optimizer=None):
 
 
 def _replan(scheduler, planned, epochs, steps_per_epoch):
-    """A resumed run whose total of epochs differs from the plan: the cosine schedule is re-spread
-    over the new total (from where the run is, so the rate moves once and then decays smoothly to
+    """A resumed run whose total of epochs differs from the plan: the cosine and one-cycle schedules
+    are re-spread over the new total (from where the run is, so the rate moves once and then decays smoothly to
     zero at the new end); the others continue as they were. Returns the sentence that says so."""
     lr = scheduler.optimizer.param_groups[0]["lr"] if scheduler is not None else None
     if isinstance(scheduler, optim.CosineAnnealingLR):
@@ -387,6 +405,14 @@ def _replan(scheduler, planned, epochs, steps_per_epoch):
             group["lr"] = rate
         new = scheduler.optimizer.param_groups[0]["lr"]
         return f"the cosine schedule now decays to 0 over {_plural(epochs, 'epoch')} (planned: {planned}); the learning rate goes from {lr:g} to {new:g}"
+    if isinstance(scheduler, optim.OneCycleLR):
+        scheduler.total_steps = epochs * steps_per_epoch
+        for group, rate in zip(scheduler.optimizer.param_groups, scheduler.get_lr()):
+            group["lr"] = rate
+        new = scheduler.optimizer.param_groups[0]["lr"]
+        return f"the one-cycle schedule now spans {_plural(epochs, 'epoch')} (planned: {planned}); the learning rate goes from {lr:g} to {new:g}"
+    if isinstance(scheduler, optim.ExponentialLR):
+        return f"the exponential schedule continues as planned for {planned} epochs: the learning rate (now {lr:g}) x{scheduler.gamma:.6g} every step"
     if isinstance(scheduler, optim.StepLR):
         every = scheduler.step_size // steps_per_epoch
         return f"the step schedule continues as planned for {planned} epochs: the learning rate (now {lr:g}) x{scheduler.gamma:g} every {_plural(every, 'epoch')}"
@@ -445,8 +471,9 @@ def _train(args):
     test_loader = DataLoader(x_test, y_test, batch_size=EVAL_BATCH, device=xp)
     config = dict(s, dataset=train_set.name, image_shape=list(image_shape), num_classes=len(classes), classes=classes)
     config["data_dir"] = str(Path(data_dir).resolve()) if data_dir else None
+    config["clip_grad_norm"] = args.clip_grad_norm if args.clip_grad_norm is not None or checkpoint is None else checkpoint.config.get("clip_grad_norm")
 
-    trainer = Trainer(model, optimizer, scheduler=scheduler, scheduler_interval="step")
+    trainer = Trainer(model, optimizer, scheduler=scheduler, scheduler_interval="step", clip_grad_norm=config["clip_grad_norm"])
     start = 0
     if checkpoint is not None:
         start = trainer.restore(checkpoint, loader=train_loader)

@@ -1,6 +1,6 @@
 """Layers, losses and the Module/Parameter machinery."""
 
-from . import init
+from . import init, utils
 from .architecture import check_config, from_config, get_config, register, registered
 from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .batchnorm import BatchNorm1d, BatchNorm2d
@@ -27,7 +27,7 @@ for _cls in (
 del _cls
 
 __all__ = [
-    "init", "Module", "Sequential", "Parameter",
+    "init", "utils", "Module", "Sequential", "Parameter",
     "Linear", "Identity", "Flatten", "Dropout", "Dropout2d",
     "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "LogSoftmax",
     "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss", "BCELoss",

@@ -172,12 +172,12 @@ class Optimizer:
 
     def load_state_dict(self, state_dict):
         """Restore hyper-parameters and state saved by ``state_dict`` onto this optimizer's
-        parameters, all or nothing: everything is checked (``check_state_dict``) before anything
-        changes."""
+        parameters (copies of its arrays), all or nothing: everything is checked
+        (``check_state_dict``) before anything changes."""
         groups, saved_state = self._checked_state(state_dict)
         params = self._all_params()
         state = {
-            params[i]: {k: self._state_array(v, params[i]) if hasattr(v, "shape") else v for k, v in entries.items()}
+            params[i]: {k: _copy(self._state_array(v, params[i])) if hasattr(v, "shape") else v for k, v in entries.items()}
             for i, entries in saved_state.items()
         }
         for own, saved in zip(self.param_groups, groups):
@@ -262,6 +262,14 @@ class Optimizer:
             lines.extend(f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params")
         lines.append(")")
         return "\n".join(lines)
+
+
+def _copy(array):
+    """A copy of ``array``, so that a loaded state never shares memory with the dict it came from
+    (PyTorch deep-copies it too)."""
+    out = backend.namespace_of(array).empty_like(array)
+    out[...] = array
+    return out
 
 
 def _state_index(key, count):

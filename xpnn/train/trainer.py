@@ -16,6 +16,8 @@ import numpy as np
 from .. import backend, nn
 from ..data.loader import DataLoader, _is_array, as_arrays
 from ..errors import ArgumentTypeError, ConfigError, NonFiniteLossError
+from ..nn.utils import clip_grad_norm_
+from ..optim.lr_scheduler import ReduceLROnPlateau
 from ..progress import progress_bar
 from .checkpoint import restore as restore_checkpoint
 from .history import History
@@ -28,11 +30,16 @@ class Trainer:
     ``metrics``: names from ``xpnn.train.metrics.METRICS`` ("accuracy", recorded as ``acc``).
     ``scheduler``: a learning-rate schedule, stepped at the end of every epoch, or after every
     optimizer step with ``scheduler_interval="step"`` (then its horizon, e.g. ``T_max``, counts steps).
+    A ``ReduceLROnPlateau`` is stepped at the end of every epoch with the epoch's ``val_loss`` when
+    there is validation data, else with its training ``loss`` (it needs ``scheduler_interval="epoch"``).
+    ``clip_grad_norm``: when a number, the gradients' total 2-norm is clipped to it
+    (``nn.utils.clip_grad_norm_``) between the backward pass and the optimizer step; None: no clipping.
     ``log_every``: steps between reads of the running loss (NaN check, progress bar).
     ``verbose``: print one summary line per epoch on stdout.
     """
 
-    def __init__(self, model, optimizer, loss_fn=None, metrics=("accuracy",), scheduler=None, scheduler_interval="epoch", log_every=50, verbose=True):
+    def __init__(self, model, optimizer, loss_fn=None, metrics=("accuracy",), scheduler=None, scheduler_interval="epoch", log_every=50, verbose=True,
+                 clip_grad_norm=None):
         self.model = model
         self.optimizer = optimizer
         self.loss_fn = nn.CrossEntropyLoss() if loss_fn is None else loss_fn
@@ -50,6 +57,12 @@ class Trainer:
         if scheduler_interval not in ("epoch", "step"):
             raise ConfigError(f"Trainer: expected scheduler_interval 'epoch' or 'step', got {scheduler_interval!r}")
         self.scheduler_interval = scheduler_interval
+        if isinstance(scheduler, ReduceLROnPlateau) and scheduler_interval != "epoch":
+            raise ConfigError("Trainer: a ReduceLROnPlateau steps on an epoch's loss; expected scheduler_interval 'epoch', got 'step'")
+        ok = clip_grad_norm is None or (isinstance(clip_grad_norm, (int, float)) and not isinstance(clip_grad_norm, bool) and 0 < clip_grad_norm < float("inf"))
+        if not ok:
+            raise ConfigError(f"Trainer: expected clip_grad_norm to be None or a finite number > 0, got {clip_grad_norm!r}")
+        self.clip_grad_norm = clip_grad_norm
         if int(log_every) < 1:
             raise ConfigError(f"Trainer: expected log_every >= 1, got {log_every}")
         self.log_every = int(log_every)
@@ -110,7 +123,9 @@ class Trainer:
             record = dict(loss=loss, acc=acc, val_loss=val.get("loss"), val_acc=val.get("accuracy"), epoch_time=seconds, lr=lr)
             self.history.append(**record)
             self.epoch = epoch + 1
-            if self.scheduler is not None and self.scheduler_interval == "epoch":
+            if isinstance(self.scheduler, ReduceLROnPlateau):
+                self.scheduler.step(loss if record["val_loss"] is None else record["val_loss"])
+            elif self.scheduler is not None and self.scheduler_interval == "epoch":
                 self.scheduler.step()
             logs = {key: value for key, value in record.items() if value is not None}
             if self.verbose:
@@ -132,6 +147,7 @@ class Trainer:
         first_group = self.optimizer.param_groups[0]
         count = self._count
         schedule = self.scheduler.step if self.scheduler is not None and self.scheduler_interval == "step" else None
+        max_norm, params = self.clip_grad_norm, list(model.parameters())
         tally = _Tally(self._loss_weighted, count is not None)
         losses, correct, sizes, rates = tally.losses, tally.correct, tally.sizes, tally.rates
         every = self.log_every
@@ -144,6 +160,8 @@ class Trainer:
                 loss = loss_forward(logits, yb)
                 zero_grad()
                 backward(loss_backward())
+                if max_norm is not None:
+                    clip_grad_norm_(params, max_norm)
                 rates.append(first_group["lr"])
                 step()
                 if schedule is not None:
