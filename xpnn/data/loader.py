@@ -25,10 +25,21 @@ class DataLoader:
     ``len()`` is the number of batches per epoch, as in PyTorch. A loader with no batch to yield (no
     samples, or fewer than ``batch_size`` with ``drop_last``) is a ConfigError at construction, so
     that an epoch never silently does nothing.
+
+    ``transform`` (see :mod:`xpnn.data.transforms`) is applied to each batch of x on the device, for
+    training-time augmentation. Its random draws come from a host generator seeded from the shuffle
+    generator when each epoch starts (after the epoch's order), so ``state_dict`` saved between
+    epochs resumes crops and flips bit for bit, and a loader without a transform draws exactly what
+    it did before transforms existed.
     """
 
-    def __init__(self, x, y=None, batch_size=64, shuffle=False, drop_last=False, seed=None, device=None):
+    def __init__(self, x, y=None, batch_size=64, shuffle=False, drop_last=False, seed=None, device=None, transform=None):
         x, y = as_arrays(x, y, "DataLoader")
+        if transform is not None:
+            from .transforms import check_transform
+
+            check_transform(transform, "DataLoader transform")
+        self.transform = transform
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ConfigError(f"DataLoader: expected batch_size to be a positive int, got {batch_size!r}")
         if device is None and hasattr(x, "__array_namespace__"):
@@ -65,7 +76,11 @@ class DataLoader:
             device = f"{device}:{getattr(self.device, 'id', self.device)}" if backend.is_cupy(self.xp) else str(self.device)
         batches = f"{len(self)} batch" + ("" if len(self) == 1 else "es")
         drop = ", drop_last=True" if self.drop_last else ""
-        return f"DataLoader({self.dataset_size} samples, batch_size={self.batch_size}, shuffle={bool(self.shuffle)}{drop}, {batches}, device={device})"
+        transform = f", transform={self.transform!r}" if self.transform is not None else ""
+        return (
+            f"DataLoader({self.dataset_size} samples, batch_size={self.batch_size}, shuffle={bool(self.shuffle)}{drop}, {batches}, "
+            f"device={device}{transform})"
+        )
 
     def _no_batch_reason(self):
         if self.dataset_size == 0:
@@ -73,13 +88,21 @@ class DataLoader:
         return f"{self.dataset_size} samples, fewer than batch_size {self.batch_size}, with drop_last=True"
 
     def __iter__(self):
-        """Start an epoch: the shuffle is drawn here, when iteration begins, not at the first batch."""
+        """Start an epoch: the shuffle, and the seed of the epoch's transform draws, are drawn here,
+        when iteration begins, not at the first batch."""
         n, size = self.dataset_size, self.batch_size
         bounds = [(s, min(s + size, n)) for s in range(0, len(self) * size, size)]  # in-bounds stops, as the standard requires
-        if not self.shuffle:
-            return ((self.x[a:b, ...], self.y[a:b, ...]) for a, b in bounds)
-        order = backend.asarray(self.generator.permutation(n), self.xp, device=self.device)
-        return self._gather(order, bounds)
+        order = None
+        if self.shuffle:
+            order = backend.asarray(self.generator.permutation(n), self.xp, device=self.device)
+        if self.transform is None:
+            return self._slices(bounds) if order is None else self._gather(order, bounds)
+        augment = np.random.default_rng(int(self.generator.integers(2**63)))
+        batches = self._slices(bounds) if order is None else self._gather(order, bounds)
+        return ((self.transform(xb, augment), yb) for xb, yb in batches)
+
+    def _slices(self, bounds):
+        return ((self.x[a:b, ...], self.y[a:b, ...]) for a, b in bounds)
 
     def _gather(self, order, bounds):
         take = self.xp.take
@@ -89,7 +112,8 @@ class DataLoader:
 
     def state_dict(self):
         """The shuffle generator's state, JSON-serialisable; saved between epochs, it lets a resumed
-        run draw the same next orders as an uninterrupted one."""
+        run draw the same next orders (and transform draws, which are seeded from it) as an
+        uninterrupted one."""
         return {"generator": self.generator.bit_generator.state}
 
     def load_state_dict(self, state):
