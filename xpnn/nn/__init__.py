@@ -4,6 +4,7 @@ from . import init, utils
 from .architecture import check_config, from_config, get_config, register, registered
 from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .batchnorm import BatchNorm1d, BatchNorm2d
+from .containers import ModuleDict, ModuleList, Parallel, Residual
 from .conv import Conv1d, Conv2d, ConvTranspose2d
 from .dropout import Dropout, Dropout2d
 from .flatten import Flatten
@@ -21,6 +22,7 @@ for _cls in (
     Sequential, Linear, Identity, Flatten, Dropout, Dropout2d, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Softmax, LogSoftmax,
     CrossEntropyLoss, NLLLoss, MSELoss, BCEWithLogitsLoss, BCELoss,
     Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, BatchNorm1d, BatchNorm2d,
+    Residual, Parallel, ModuleList, ModuleDict,
     Conv1d, ConvTranspose2d, MaxPool1d, AvgPool1d,
 ):
     register(_cls)
@@ -32,6 +34,7 @@ __all__ = [
     "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "LogSoftmax",
     "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss", "BCELoss",
     "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d",
+    "Residual", "Parallel", "ModuleList", "ModuleDict",
     "Conv1d", "ConvTranspose2d", "MaxPool1d", "AvgPool1d",
     "register", "registered", "get_config", "from_config", "check_config",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "summary", "ModelSummary",

@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import backend
 from ..errors import ArgumentTypeError, ConfigError, XpnnError
+from .containers import ModuleDict, ModuleList
 from .module import Module, Sequential
 
 MAX_DEPTH = 32  # modules nested in modules
@@ -119,22 +120,23 @@ def _describe(module, where, depth):
 
 
 def _by_children(module):
-    return isinstance(module, Sequential) and type(module).__init__ is Sequential.__init__
+    """True for the containers described by their members as they are now (a plain Sequential,
+    ModuleList and ModuleDict, which grow by ``append`` and the like), not by constructor arguments."""
+    return any(isinstance(module, cls) and type(module).__init__ is cls.__init__ for cls in (Sequential, ModuleList, ModuleDict))
 
 
 def _check_unchanged(module, where):
-    """A module described by its constructor's arguments must still have the submodules that
-    constructor made (recursively): one replaced or appended afterwards would not be rebuilt."""
-    made = module.__dict__.get("_init_children", ())
-    now = tuple(module._modules.items())
+    """A module described by its constructor's arguments must still have the modules that
+    constructor left (its whole tree, so members a ModuleList got in the constructor count):
+    one replaced or appended afterwards would not be rebuilt."""
+    made = module.__dict__.get("_init_tree", ())[1:]  # (name, module) below the module itself
+    now = tuple(module.named_modules())[1:]
     if [(n, id(m)) for n, m in made] != [(n, id(m)) for n, m in now]:
         raise ConfigError(
             f"cannot save the architecture of {where} ({type(module).__name__}): its submodules changed after it was built "
             f"(built with {[n for n, _ in made]}, now {[n for n, _ in now]}), so its constructor arguments no longer describe it; "
             f"put the changed model in an nn.Sequential of registered modules instead"
         )
-    for child_name, child in now:
-        _check_unchanged(child, f"{where}.{child_name}")
 
 
 def _encode(value, label, key, depth):
@@ -391,11 +393,20 @@ _KINDS = {
     "AvgPool2d": {"kernel_size": "pair", "stride": "pair?", "padding": "pair", "count_include_pad": "bool"},
     "AdaptiveAvgPool2d": {"output_size": "size"},
     "Sequential": {"modules": "list"},
+    "ModuleList": {"modules": "list?"},
+    "ModuleDict": {"modules": "members?"},
+    "Residual": {"body": "module", "shortcut": "module?"},
+    "Parallel": {"merge": "str", "dim": "int"},
     "MLP": {"sizes": "ints", "activation": "activation", "dropout": "number", "init": "str", "dtype": "dtype"},
     "SimpleCNN": _IMAGES,
     "LeNet": _IMAGES,
 }
 _KIND_CHECKS["list"] = (lambda v: isinstance(v, list), "a list")
+_KIND_CHECKS["list?"] = (lambda v: v is None or isinstance(v, list), "a list or null")
+_KIND_CHECKS["members?"] = (lambda v: v is None or isinstance(v, list) or (isinstance(v, dict) and "class" not in v),
+                            "a dict of name -> module config, a list of [name, module config] pairs, or null")
+_KIND_CHECKS["module"] = (lambda v: isinstance(v, dict) and "class" in v, 'a module config {"class": <name>, "args": {...}}')
+_KIND_CHECKS["module?"] = (lambda v: v is None or _KIND_CHECKS["module"][0](v), 'a module config {"class": <name>, "args": {...}} or null')
 
 
 # The state elements (parameters and buffers) xpnn's own parameter layers and models allocate,

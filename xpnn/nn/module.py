@@ -343,6 +343,8 @@ def _capturing(init):
             arguments = OrderedDict((k, v) for k, v in bound.arguments.items() if k != first)
             object.__setattr__(self, "_init_args", (signature, arguments))
             object.__setattr__(self, "_init_children", tuple(self._modules.items()))
+            # the whole tree as the constructor left it (members a ModuleList got in it included)
+            object.__setattr__(self, "_init_tree", tuple(self.named_modules()))
 
     return captured
 

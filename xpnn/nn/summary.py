@@ -147,10 +147,20 @@ def _nbytes(array):
 def _trace(model, x, batch, hide_batch, sample):
     """Run ``model`` on ``x`` in eval mode under no_grad, recording each module call; every
     module's attributes are restored afterwards, whatever happens."""
-    names = {}
-    for name, mod in model.named_modules():
-        names.setdefault(id(mod), name.rpartition(".")[2] or type(mod).__name__)
+    paths = {}
+    for path, mod in model.named_modules():
+        paths.setdefault(id(mod), path)
     rows, stack, counted = [], [], set()
+
+    def name_of(mod):
+        """The module's path below the module whose forward called it: its attribute name for a
+        child ("conv"), the path through a container without a forward ("blocks.0" for a
+        ModuleList's member, "heads.cls" for a ModuleDict's)."""
+        path = paths.get(id(mod))
+        if not path:
+            return type(mod).__name__
+        caller = paths.get(id(stack[-1].module), "") if stack else ""
+        return path[len(caller) + 1:] if caller and path.startswith(caller + ".") else path
 
     def shown(shape):
         shape = tuple(int(d) for d in shape)
@@ -158,7 +168,7 @@ def _trace(model, x, batch, hide_batch, sample):
 
     def tracer(mod, args):
         first = getattr(args[0], "shape", None) if args else None
-        row = SummaryRow(names.get(id(mod), type(mod).__name__), mod, len(stack), None if first is None else tuple(first))
+        row = SummaryRow(name_of(mod), mod, len(stack), None if first is None else tuple(first))
         row.params = None if id(mod) in counted else 0  # 0: count here; None: a repeated call
         counted.add(id(mod))
         rows.append(row)

@@ -73,6 +73,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     dtype = xp.result_type(*norms) if len(norms) > 1 else norms[0].dtype
     norms = xp.stack([xp.astype(n, dtype) for n in norms])
     total = _norm(xp, norms, norm_type)
+    if not isinstance(total, backend.array_type(xp)):  # NumPy's reductions give scalars
+        total = xp.asarray(total)
     if error_if_nonfinite and not bool(xp.isfinite(total)):
         raise NonFiniteLossError(
             f"{where}: the total norm of order {norm_type} of the gradients is non-finite ({float(total)}), so it cannot be clipped; "
