@@ -28,6 +28,15 @@ CASES = {
     "GELU": [(lambda d: nn.GELU(), (2, 5), None), (lambda d: nn.GELU("tanh"), (2, 5), None)],
     "Softmax": [(lambda d: nn.Softmax(), (2, 5), None)],
     "LogSoftmax": [(lambda d: nn.LogSoftmax(dim=1), (2, 5), None)],
+    "ELU": [(lambda d: nn.ELU(0.5), (2, 5), None)],
+    "SiLU": [(lambda d: nn.SiLU(), (2, 5), None)],
+    "Softplus": [(lambda d: nn.Softplus(2.0, 1.0), (2, 5), None)],
+    "Mish": [(lambda d: nn.Mish(), (2, 5), None)],
+    "Hardtanh": [(lambda d: nn.Hardtanh(0.1, 0.9), (2, 5), None)],
+    "ReLU6": [(lambda d: nn.ReLU6(), (2, 5), None)],
+    "Hardswish": [(lambda d: nn.Hardswish(), (2, 5), None)],
+    "Softsign": [(lambda d: nn.Softsign(), (2, 5), None)],
+    "PReLU": [(lambda d: nn.PReLU(xp=d), (2, 5), None), (lambda d: nn.PReLU(3, xp=d), (2, 3, 4), None)],
     "Conv2d": [(lambda d: nn.Conv2d(2, 3, 3, padding=1, xp=d), (2, 2, 5, 5), None),
                (lambda d: nn.Conv2d(4, 4, 3, groups=2, xp=d), (2, 4, 5, 5), None)],
     "MaxPool2d": [(lambda d: nn.MaxPool2d(2), (2, 2, 4, 4), None),
@@ -55,6 +64,12 @@ CASES = {
     "MSELoss": [(lambda d: nn.MSELoss(), (4, 3), "probabilities")],
     "BCEWithLogitsLoss": [(lambda d: nn.BCEWithLogitsLoss(), (4, 3), "probabilities")],
     "BCELoss": [(lambda d: nn.BCELoss(), (4, 3), "probabilities")],
+    "L1Loss": [(lambda d: nn.L1Loss(), (4, 3), "probabilities")],
+    "SmoothL1Loss": [(lambda d: nn.SmoothL1Loss(beta=0.5), (4, 3), "probabilities"),
+                     (lambda d: nn.SmoothL1Loss(beta=0), (4, 3), "probabilities")],
+    "HuberLoss": [(lambda d: nn.HuberLoss(delta=0.5), (4, 3), "probabilities")],
+    "KLDivLoss": [(lambda d: nn.KLDivLoss(reduction="batchmean"), (4, 3), "probabilities"),
+                  (lambda d: nn.KLDivLoss(log_target=True), (4, 3), "probabilities")],
 }
 PARAMS = [pytest.param(*case, id=f"{name}-{i}") for name, cases in CASES.items() for i, case in enumerate(cases)]
 

@@ -1,6 +1,9 @@
 """Losses: calling one returns a 0-d array on the input's device (no host sync); ``backward()``
 returns the gradient with respect to the input."""
 
+import math
+import numbers
+
 from .. import backend, functional as F, ops
 from ..errors import ConfigError, DTypeError, ShapeError
 from .module import Module
@@ -11,30 +14,33 @@ REDUCTIONS = ("mean", "sum", "none")
 class _Loss(Module):
     """Shared by the losses: the ``reduction`` and the upstream factor of ``backward(grad)``."""
 
+    reductions = REDUCTIONS  # the reductions this loss accepts
+
     def __init__(self, reduction="mean"):
         super().__init__()
-        if reduction not in REDUCTIONS:
-            raise ConfigError(f"{type(self).__name__}: expected reduction in {REDUCTIONS}, got {reduction!r}")
+        if reduction not in self.reductions:
+            raise ConfigError(f"{type(self).__name__}: expected reduction in {self.reductions}, got {reduction!r}")
         self.reduction = reduction
 
     def forward(self, input, target):
         raise NotImplementedError
 
     def _reduce(self, xp, values, count):
-        """Sum or average the per-element ``values`` over ``count`` elements. The mean of no
+        """Sum or average the per-element ``values`` over ``count`` elements (KLDivLoss's
+        "batchmean" passes the batch size). The mean of no
         elements is refused (PyTorch returns NaN, which would pass for a diverged loss)."""
         if self.reduction == "none":
             return values
-        if self.reduction == "mean" and count == 0:
+        if self.reduction in ("mean", "batchmean") and count == 0:
             raise ShapeError(f"{type(self).__name__}: cannot average over an empty input of shape {tuple(values.shape)}; "
                              f"expected at least one element (reduction 'sum' or 'none' accepts it)")
         total = xp.sum(values)
-        return xp.asarray(total / count if self.reduction == "mean" else total)
+        return xp.asarray(total if self.reduction == "sum" else total / count)
 
     def _upstream(self, grad, count):
         """The factor each element's gradient is multiplied by: 1/count for the mean, the
         caller's ``grad`` (0-d, or per element with reduction "none") when given."""
-        scale = 1 / count if self.reduction == "mean" else 1.0
+        scale = 1 / count if self.reduction in ("mean", "batchmean") else 1.0
         if grad is None:
             return scale
         return grad * scale
@@ -271,6 +277,190 @@ class BCELoss(_Loss):
         p, y = self._p, self._y
         g = (p - y) / xp.clip(p * (1 - p), min=1e-12)
         return g * self._upstream(grad, self._count)
+
+
+class L1Loss(_Loss):
+    """Computes the absolute error ``|input - target|`` of every element, like ``torch.nn.L1Loss``.
+
+    The gradient of the input is ``sign(input - target)`` (0 where they are equal, as in PyTorch)
+    times the upstream factor.
+
+    Args:
+        reduction: "mean" (default) over all elements, "sum", or "none" for the elementwise
+            errors.
+
+    Shape:
+        - Input: ``(*)``, any shape, of a floating dtype.
+        - Target: ``(*)``, the input's shape and dtype.
+        - Output: a 0-d array, or ``(*)`` with ``reduction="none"``; ``backward(grad=None)``
+          returns the gradient of the input.
+    """
+
+    _cache = ("_diff", "_count")  # dropped by a forward under nn.no_grad()
+
+    def forward(self, input, target):
+        xp = self._check_pair(input, target)
+        self._diff = input - target
+        self._count = _numel(input)
+        return self._reduce(xp, xp.abs(self._diff), self._count)
+
+    def backward(self, grad=None):
+        xp = backend.namespace_of(self._diff)
+        return xp.sign(self._diff) * self._upstream(grad, self._count)
+
+
+class _Clipped(_Loss):
+    """Shared by SmoothL1Loss and HuberLoss: the Huber loss of ``d = input - target`` with the
+    quadratic part on ``[-width, width]``, divided by ``divisor``, evaluated without a branch as
+    ``|c| / divisor * (|d| - |c| / 2)`` with ``c = clip(d, -width, width)``; its derivative is
+    ``c / divisor``. Nothing is squared outside the interval, so large differences cannot
+    overflow. A width of 0 is L1Loss (derivative ``sign(d)``)."""
+
+    _cache = ("_slope", "_count")  # dropped by a forward under nn.no_grad()
+    _width = _divisor = 1.0
+
+    def forward(self, input, target):
+        xp = self._check_pair(input, target)
+        diff = input - target
+        self._count = _numel(input)
+        if self._width == 0:
+            self._slope = xp.sign(diff)
+            return self._reduce(xp, xp.abs(diff), self._count)
+        clipped = xp.clip(diff, min=-self._width, max=self._width)
+        size = xp.abs(clipped)
+        self._slope = clipped / self._divisor
+        return self._reduce(xp, (size / self._divisor) * (xp.abs(diff) - 0.5 * size), self._count)
+
+    def backward(self, grad=None):
+        return self._slope * self._upstream(grad, self._count)
+
+
+def _nonnegative(name, arg, value, strict=False):
+    """``value`` as a float, or a ConfigError naming the loss: a finite number, >= 0 (> 0 when
+    ``strict``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ConfigError(f"{name}: expected {arg} to be a finite number, got {value!r}")
+    if value < 0 or (strict and value == 0):
+        raise ConfigError(f"{name}: expected {arg} {'> 0' if strict else '>= 0'}, got {value}")
+    return float(value)
+
+
+class SmoothL1Loss(_Clipped):
+    """Computes the smooth L1 error of every element, like ``torch.nn.SmoothL1Loss``:
+    ``0.5 * d^2 / beta`` where ``|d| < beta`` and ``|d| - 0.5 * beta`` elsewhere, for
+    ``d = input - target``.
+
+    Evaluated without a branch as ``HuberLoss(delta=beta) / beta`` (nothing is squared where
+    ``|d| >= beta``, so large errors cannot overflow). The gradient of the input is
+    ``clip(d, -beta, beta) / beta``. With ``beta=0`` the loss is L1Loss (gradient ``sign(d)``),
+    as in PyTorch.
+
+    Args:
+        reduction: "mean" (default) over all elements, "sum", or "none" for the elementwise
+            errors.
+        beta: where the loss changes from quadratic to linear, >= 0. Default 1.0.
+
+    Shape:
+        - Input: ``(*)``, any shape, of a floating dtype.
+        - Target: ``(*)``, the input's shape and dtype.
+        - Output: a 0-d array, or ``(*)`` with ``reduction="none"``; ``backward(grad=None)``
+          returns the gradient of the input.
+    """
+
+    def __init__(self, reduction="mean", beta=1.0):
+        super().__init__(reduction)
+        self.beta = _nonnegative("SmoothL1Loss", "beta", beta)
+        # |c| / beta is exactly 1 outside [-beta, beta], so the linear part is PyTorch's |d| - beta/2
+        self._width = self._divisor = self.beta
+
+    def extra_repr(self):
+        return f"reduction={self.reduction!r}, beta={self.beta}"
+
+
+class HuberLoss(_Clipped):
+    """Computes the Huber error of every element, like ``torch.nn.HuberLoss``: ``0.5 * d^2``
+    where ``|d| < delta`` and ``delta * (|d| - 0.5 * delta)`` elsewhere, for ``d = input - target``.
+
+    Evaluated without a branch as ``|c| * (|d| - |c| / 2)`` with ``c = clip(d, -delta, delta)``,
+    which is also the gradient of the input; nothing is squared where ``|d| >= delta``, so large
+    errors cannot overflow. ``HuberLoss(delta=b)`` is ``b * SmoothL1Loss(beta=b)``.
+
+    Args:
+        reduction: "mean" (default) over all elements, "sum", or "none" for the elementwise
+            errors.
+        delta: where the loss changes from quadratic to linear, > 0. Default 1.0.
+
+    Shape:
+        - Input: ``(*)``, any shape, of a floating dtype.
+        - Target: ``(*)``, the input's shape and dtype.
+        - Output: a 0-d array, or ``(*)`` with ``reduction="none"``; ``backward(grad=None)``
+          returns the gradient of the input.
+    """
+
+    def __init__(self, reduction="mean", delta=1.0):
+        super().__init__(reduction)
+        self.delta = _nonnegative("HuberLoss", "delta", delta, strict=True)
+        self._width, self._divisor = self.delta, 1.0
+
+    def extra_repr(self):
+        return f"reduction={self.reduction!r}, delta={self.delta}"
+
+
+class KLDivLoss(_Loss):
+    """Computes the Kullback-Leibler divergence of a target distribution from log-probabilities,
+    like ``torch.nn.KLDivLoss``: each element's loss is ``target * (log(target) - input)``, or
+    ``exp(target) * (target - input)`` with ``log_target=True``.
+
+    ``input`` holds log-probabilities (LogSoftmax's output). A zero target contributes 0 (PyTorch's
+    ``xlogy``; no ``log(0)`` is taken) and a negative one NaN. The gradient of the input is
+    ``-target`` (``-exp(target)`` with ``log_target``) times the upstream factor. Reduction
+    "mean" divides by the number of elements, as PyTorch does (PyTorch also warns that this is
+    not the KL divergence; xpnn does not); "batchmean" divides by the batch size, dimension 0,
+    which gives the mathematical KL divergence of each row averaged over the batch.
+
+    Args:
+        reduction: "mean" (default) over all elements, "batchmean" (the sum divided by the
+            batch size), "sum", or "none" for the elementwise losses.
+        log_target: whether ``target`` holds log-probabilities. Default False.
+
+    Shape:
+        - Input: ``(*)`` log-probabilities, any shape, of a floating dtype.
+        - Target: ``(*)``, the input's shape and dtype: probabilities, or log-probabilities with
+          ``log_target=True``.
+        - Output: a 0-d array, or ``(*)`` with ``reduction="none"``; ``backward(grad=None)``
+          returns the gradient of the input.
+    """
+
+    reductions = ("mean", "batchmean", "sum", "none")
+    _cache = ("_p", "_count")  # dropped by a forward under nn.no_grad()
+
+    def __init__(self, reduction="mean", log_target=False):
+        super().__init__(reduction)
+        if not isinstance(log_target, bool):
+            raise ConfigError(f"KLDivLoss: expected log_target to be a bool, got {log_target!r}")
+        self.log_target = log_target
+
+    def forward(self, input, target):
+        xp = self._check_pair(input, target)
+        if self.log_target:
+            self._p = xp.exp(target)
+            values = self._p * (target - input)
+        else:
+            self._p = target
+            log_t = xp.log(xp.where(target > 0, target, 1.0))  # log(0) and log(<0) never taken
+            t_log_t = xp.where(target < 0, float("nan"), target * log_t)
+            values = t_log_t - target * input
+        if self.reduction == "batchmean":
+            self._count = input.shape[0] if input.ndim else 1
+        else:
+            self._count = _numel(input)
+        return self._reduce(xp, values, self._count)
+
+    def backward(self, grad=None):
+        return -self._p * self._upstream(grad, self._count)
+
+    def extra_repr(self):
+        return f"reduction={self.reduction!r}, log_target={self.log_target}"
 
 
 def _numel(array):
