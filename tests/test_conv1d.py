@@ -90,25 +90,27 @@ def test_conv1d_without_bias_gradients(backend, rng):
     check_layer(layer, rng.normal(size=(2, 2, 7)), backend, rng)
 
 
+def check_against_torch(torch, layer, function, x, rng, where, rtol=1e-10, atol=1e-12):
+    """A float64 NumPy ``layer`` against ``function(input, *parameters)`` in torch: the output,
+    the input gradient and every parameter gradient for a random upstream gradient."""
+    y = layer(x)
+    up = rng.normal(size=tuple(y.shape))
+    grads = [layer.backward(up)] + [p.grad for p in layer.parameters()]
+    tensors = [torch.tensor(a, requires_grad=True) for a in [x] + [p.data for p in layer.parameters()]]
+    ty = function(*tensors)
+    ty.backward(torch.from_numpy(up))
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=rtol, atol=atol, err_msg=where)
+    for got, tensor in zip(grads, tensors):
+        np.testing.assert_allclose(got, tensor.grad.numpy(), rtol=rtol, atol=atol, err_msg=where)
+
+
 def test_conv1d_matches_torch(rng):
     torch = pytest.importorskip("torch")
     for shape, out, k, s, p, d, g in GRID:
         layer = _conv(shape, out, k, s, p, d, g, dtype=np.float64)
         layer.bias.data = rng.normal(size=out)
-        x = rng.normal(size=shape)
-        y = layer(x)
-        up = rng.normal(size=tuple(y.shape))
-        gx = layer.backward(up)
-        tx = torch.tensor(x, requires_grad=True)
-        tw = torch.tensor(layer.weight.data, requires_grad=True)
-        tb = torch.tensor(layer.bias.data, requires_grad=True)
-        ty = torch.nn.functional.conv1d(tx, tw, tb, stride=s, padding=p, dilation=d, groups=g)
-        ty.backward(torch.from_numpy(up))
-        where = f"{shape} k={k} s={s} p={p} d={d} g={g}"
-        np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=where)
-        np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=where)
-        np.testing.assert_allclose(layer.weight.grad, tw.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=where)
-        np.testing.assert_allclose(layer.bias.grad, tb.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=where)
+        function = lambda x, w, b: torch.nn.functional.conv1d(x, w, b, stride=s, padding=p, dilation=d, groups=g)  # noqa: E731
+        check_against_torch(torch, layer, function, rng.normal(size=shape), rng, f"{shape} k={k} s={s} p={p} d={d} g={g}")
 
 
 def test_conv1d_weight_shape_init_and_backend_identity(backend):
@@ -124,19 +126,26 @@ def test_conv1d_weight_shape_init_and_backend_identity(backend):
     assert on_numpy.kernel_size == (5,) and on_numpy.stride == (1,) and on_numpy.padding == (0,) and on_numpy.dilation == (1,)
 
 
+def check_parity_with_numpy(make, x, backend, rng, rtol=1e-5, atol=1e-6):
+    """``make(device)`` on NumPy and on ``backend`` in float32, from the same weights: the output,
+    the input gradient and every parameter gradient agree (the new window layers' tests share it)."""
+    results = []
+    up = None
+    for device in ("cpu", backend.device):
+        layer = make(device)
+        y = layer(backend.asarray(x, np.float32) if device != "cpu" else x)
+        if up is None:
+            up = rng.normal(size=tuple(y.shape)).astype(np.float32)
+        gx = layer.backward(backend.asarray(up, np.float32) if device != "cpu" else up)
+        assert y.dtype == x.dtype if device == "cpu" else (y.dtype == backend.xp.float32 and gx.dtype == backend.xp.float32)
+        results.append([xb.to_numpy(a) for a in (y, gx, *(p.grad for p in layer.parameters()))])
+    for ref, got, name in zip(*results, ("output", "input grad", "weight grad", "bias grad")):
+        np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol, err_msg=name)
+
+
 def test_conv1d_parity_with_numpy_float32(backend, rng):
     shape, out, k, s, p, d, g = GRID[4]
-    layers = [_conv(shape, out, k, s, p, d, g, dev) for dev in ("cpu", backend.device)]
-    x = rng.normal(size=shape).astype(np.float32)
-    up = rng.normal(size=tuple(layers[0](x).shape)).astype(np.float32)
-    results = []
-    for layer, be_asarray in zip(layers, (np.asarray, lambda a: backend.asarray(a, np.float32))):
-        y = layer(be_asarray(x))
-        gx = layer.backward(be_asarray(up))
-        assert y.dtype == layer.weight.data.dtype and gx.dtype == layer.weight.data.dtype
-        results.append([xb.to_numpy(a) for a in (y, gx, layer.weight.grad, layer.bias.grad)])
-    for ref, got, name in zip(results[0], results[1], ("output", "input grad", "weight grad", "bias grad")):
-        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6, err_msg=name)
+    check_parity_with_numpy(lambda dev: _conv(shape, out, k, s, p, d, g, dev), rng.normal(size=shape).astype(np.float32), backend, rng)
 
 
 def test_conv1d_backward_params_gives_the_same_parameter_gradients(backend, rng):

@@ -5,12 +5,16 @@ backends, errors, config, and (when installed) torch.nn.functional.conv_transpos
 import numpy as np
 import pytest
 
+import cuda_build
 import xpnn
 from xpnn import backend as xb
 from xpnn import nn
 from xpnn.errors import ConfigError, DTypeError, ShapeError
+from xpnn.kernels import cuda_launch
 
 from gradcheck import check_layer
+from test_conv1d import check_against_torch, check_parity_with_numpy
+from test_cuda_kernels import host_libraries  # noqa: F401  (a fixture: the CUDA kernels built for the CPU)
 
 # (input shape, out_channels, kernel, stride, padding, output_padding, dilation, groups): output
 # padding below the stride, and at or above it where the dilation allows (rows no window reaches).
@@ -108,20 +112,8 @@ def test_conv_transpose2d_matches_torch(rng):
     for shape, out, k, s, p, op, d, g in GRID:
         layer = _layer(shape, out, k, s, p, op, d, g, dtype=np.float64)
         layer.bias.data = rng.normal(size=out)
-        x = rng.normal(size=shape)
-        y = layer(x)
-        up = rng.normal(size=tuple(y.shape))
-        gx = layer.backward(up)
-        tx = torch.tensor(x, requires_grad=True)
-        tw = torch.tensor(layer.weight.data, requires_grad=True)
-        tb = torch.tensor(layer.bias.data, requires_grad=True)
-        ty = torch.nn.functional.conv_transpose2d(tx, tw, tb, stride=s, padding=p, output_padding=op, groups=g, dilation=d)
-        ty.backward(torch.from_numpy(up))
-        where = f"{shape} k={k} s={s} p={p} op={op} d={d} g={g}"
-        np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=where)
-        np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=where)
-        np.testing.assert_allclose(layer.weight.grad, tw.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=where)
-        np.testing.assert_allclose(layer.bias.grad, tb.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=where)
+        function = lambda x, w, b: torch.nn.functional.conv_transpose2d(x, w, b, s, p, op, g, d)  # noqa: E731
+        check_against_torch(torch, layer, function, rng.normal(size=shape), rng, f"{shape} k={k} s={s} p={p} op={op} d={d} g={g}")
 
 
 def test_conv_transpose2d_module_matches_torch_module_shapes():
@@ -146,17 +138,8 @@ def test_conv_transpose2d_weight_shape_init_and_backend_identity(backend):
 
 def test_conv_transpose2d_parity_with_numpy_float32(backend, rng):
     shape, out, k, s, p, op, d, g = GRID[4]
-    layers = [_layer(shape, out, k, s, p, op, d, g, dev) for dev in ("cpu", backend.device)]
-    x = rng.normal(size=shape).astype(np.float32)
-    up = rng.normal(size=tuple(layers[0](x).shape)).astype(np.float32)
-    results = []
-    for layer, be_asarray in zip(layers, (np.asarray, lambda a: backend.asarray(a, np.float32))):
-        y = layer(be_asarray(x))
-        gx = layer.backward(be_asarray(up))
-        assert y.dtype == layer.weight.data.dtype and gx.dtype == layer.weight.data.dtype
-        results.append([xb.to_numpy(a) for a in (y, gx, layer.weight.grad, layer.bias.grad)])
-    for ref, got, name in zip(results[0], results[1], ("output", "input grad", "weight grad", "bias grad")):
-        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=name)
+    check_parity_with_numpy(lambda dev: _layer(shape, out, k, s, p, op, d, g, dev), rng.normal(size=shape).astype(np.float32), backend, rng,
+                            atol=1e-5)
 
 
 def test_conv_transpose2d_backward_params_and_gradients_accumulate(backend, rng):
@@ -235,3 +218,31 @@ def test_conv_transpose2d_rejects_bad_arguments():
         nn.ConvTranspose2d(1, 2, 3, stride=0)
     with pytest.raises(ConfigError, match=r"ConvTranspose2d: expected positive in_channels, out_channels and groups, got in_channels=1, out_channels=0"):
         nn.ConvTranspose2d(1, 0, 3)
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2), (2, 4, 5, 4)),
+    (lambda: nn.ConvTranspose2d(2, 3, 3, padding=1, output_padding=1, dilation=2), (2, 2, 4, 4)),  # rows no window reaches
+    (lambda: nn.Sequential(nn.Conv1d(2, 4, 5, stride=2, padding=2), nn.ReLU(), nn.MaxPool1d(3, 2, 1), nn.AvgPool1d(2)), (3, 2, 17)),
+], ids=["transpose", "transpose-output-padding", "conv1d-pools"])
+def test_new_window_layers_through_the_cuda_paths_match_numpy(monkeypatch, rng, host_libraries, make, shape):
+    """The CUDA kernels (run on the CPU, NumPy arrays standing in for CuPy's) give what the NumPy
+    paths give, forward and every gradient: the new layers reach them through Conv2d's doors."""
+    x = rng.normal(size=shape).astype(np.float32)
+    results = {}
+    for path in ("numba", "cuda"):
+        host = cuda_build.HostKernels(host_libraries, max_blocks=2)
+        with monkeypatch.context() as patch:
+            if path == "cuda":
+                patch.setattr(xb, "fast_path", lambda xp: "cuda")
+                patch.setattr(cuda_launch, "default_kernels", lambda: host)
+            xpnn.manual_seed(0)
+            layer = make()
+            y = layer(x)
+            up = np.random.default_rng(7).normal(size=y.shape).astype(np.float32)
+            gx = layer.backward(up)
+        results[path] = [y, gx] + [p.grad.copy() for p in layer.parameters()]
+        launched = {launch[0] for launch in host.launches}
+        assert {"xpnn_im2col", "xpnn_col2im"} <= launched if path == "cuda" else not launched
+    for got, ref in zip(results["cuda"], results["numba"]):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)

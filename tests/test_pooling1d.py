@@ -9,6 +9,7 @@ from xpnn import nn
 from xpnn.errors import ConfigError, ShapeError
 
 from gradcheck import check_layer
+from test_conv1d import check_against_torch, check_parity_with_numpy
 
 # (input shape, kernel, stride, padding, dilation): stride None (= kernel), strides that do not
 # divide the input, overlapping windows, padding, dilation.
@@ -70,16 +71,7 @@ def test_pool1d_gradients(backend, rng, make):
 
 @pytest.mark.parametrize("make", [lambda: nn.MaxPool1d(3, 2, 1), lambda: nn.AvgPool1d(2)])
 def test_pool1d_parity_with_numpy_float32(backend, rng, make):
-    x = rng.normal(size=(2, 3, 11)).astype(np.float32)
-    ref_layer, layer = make(), make()
-    y_ref = ref_layer(x)
-    up = rng.normal(size=tuple(y_ref.shape)).astype(np.float32)
-    g_ref = ref_layer.backward(up)
-    y = layer(backend.asarray(x, np.float32))
-    g = layer.backward(backend.asarray(up, np.float32))
-    assert y.dtype == backend.xp.float32 and g.dtype == backend.xp.float32
-    np.testing.assert_allclose(xb.to_numpy(y), y_ref, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(xb.to_numpy(g), g_ref, rtol=1e-6, atol=1e-6)
+    check_parity_with_numpy(lambda dev: make(), rng.normal(size=(2, 3, 11)).astype(np.float32), backend, rng)
 
 
 def test_pool1d_match_torch(rng):
@@ -94,12 +86,7 @@ def test_pool1d_match_torch(rng):
         (nn.AvgPool1d(4, 3, 2, count_include_pad=False), lambda t: tf.avg_pool1d(t, 4, 3, 2, count_include_pad=False)),
     ]
     for layer, reference in cases:
-        tx = torch.tensor(x, requires_grad=True)
-        ty = reference(tx)
-        up = rng.normal(size=tuple(ty.shape))
-        ty.backward(torch.from_numpy(up))
-        np.testing.assert_allclose(layer(x), ty.detach().numpy(), rtol=1e-12, atol=1e-14, err_msg=repr(layer))
-        np.testing.assert_allclose(layer.backward(up), tx.grad.numpy(), rtol=1e-12, atol=1e-14, err_msg=repr(layer))
+        check_against_torch(torch, layer, reference, x, rng, repr(layer), rtol=1e-12, atol=1e-14)
 
 
 def test_pool1d_reprs_and_config_round_trip():
