@@ -7,7 +7,6 @@ import functools
 import gzip
 import hashlib
 import http.server
-import io
 import socket
 import tarfile
 import threading

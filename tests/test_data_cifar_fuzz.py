@@ -9,6 +9,7 @@ import tracemalloc
 
 import pytest
 from data_helpers import cifar_members, tar_gz
+from test_data_fuzz import _mutated as edited
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,22 +28,13 @@ MEMORY_BOUND = 6 * (1 << 20) + 3 * EXTRA_MAX
 
 @st.composite
 def _mutated(draw, base):
-    """``base`` after a few random edits: bit flips, truncations, insertions and overwritten header bytes."""
-    data = bytearray(base)
-    for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["flip", "truncate", "insert", "header"]))
-        at = draw(st.integers(0, max(len(data) - 1, 0)))
-        if op == "flip" and data:
-            data[at] ^= 1 << draw(st.integers(0, 7))
-        elif op == "truncate":
-            del data[at:]
-        elif op == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=16))
-        elif op == "header" and len(data) > 512:
-            block = draw(st.integers(0, len(data) // 512 - 1)) * 512
-            field = draw(st.sampled_from([(0, 100), (124, 12), (148, 8), (156, 1), (345, 155)]))  # name, size, checksum, type, prefix
-            start = block + field[0]
-            data[start : start + field[1]] = draw(st.binary(min_size=field[1], max_size=field[1]))
+    """``base`` after the IDX fuzz's random edits (bit flips, truncations, insertions), and perhaps a
+    tar header field (name, size, checksum, type or prefix) overwritten with random bytes."""
+    data = bytearray(draw(edited(base)))
+    if len(data) > 512 and draw(st.booleans()):
+        block = draw(st.integers(0, len(data) // 512 - 1)) * 512
+        offset, length = draw(st.sampled_from([(0, 100), (124, 12), (148, 8), (156, 1), (345, 155)]))
+        data[block + offset : block + offset + length] = draw(st.binary(min_size=length, max_size=length))
     return bytes(data)
 
 
