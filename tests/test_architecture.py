@@ -51,6 +51,10 @@ CASES = {
     "SmoothL1Loss": (None, dict(reduction="sum", beta=0.5), "loss:values"),
     "HuberLoss": (None, dict(reduction="none", delta=0.5), "loss:values"),
     "KLDivLoss": (None, dict(reduction="batchmean", log_target=True), "loss:values"),
+    "LayerNorm": (None, dict(normalized_shape=(3, 4), eps=1e-3, elementwise_affine=True, bias=False, dtype="float64"), (2, 3, 4)),
+    "GroupNorm": (None, dict(num_groups=2, num_channels=4, eps=1e-3, affine=True, dtype="float64"), (2, 4, 3)),
+    "Embedding": (None, dict(num_embeddings=7, embedding_dim=3, padding_idx=-1, scale_grad_by_freq=True, dtype="float64"), "indices"),
+    "Upsample": (None, dict(scale_factor=(2, 1.5), mode="bilinear", align_corners=True), (2, 3, 4, 4)),
     "Residual": (lambda: nn.Residual(nn.Sequential(nn.Linear(4, 4), nn.Tanh()), nn.Linear(4, 4, bias=False)), {}, (2, 4)),
     "Parallel": (lambda: nn.Parallel(OrderedDict(a=nn.Linear(4, 3), b=nn.Identity()), merge="concat", dim=-1), {}, (2, 4)),
     "ModuleList": (lambda: nn.ModuleList([nn.Linear(4, 3), nn.ModuleList([nn.ReLU()])]).append(nn.Tanh()), {}, None),
@@ -85,6 +89,8 @@ def _inputs(module, kind, backend, rng):
     dtype = xb.dtype_name(params[0].data.dtype) if params else "float32"
     if not isinstance(kind, str):
         return (backend.asarray(rng.standard_normal(kind), dtype),)
+    if kind == "indices":
+        return (backend.asarray(rng.integers(0, 7, (2, 3)), np.int64),)
     scores = rng.standard_normal((3, 4))
     if kind == "loss:labels":
         return backend.asarray(scores, "float32"), backend.asarray([0, 3, 1], np.int64)

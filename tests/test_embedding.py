@@ -226,3 +226,14 @@ def test_in_a_model_with_linear_and_cross_entropy(backend, rng):
     embed.backward(xp.broadcast_to(grad[:, None, :] / 5, tuple(vectors.shape)))
     assert float(xb.to_numpy(loss)) > 0
     assert np.any(xb.to_numpy(embed.weight.grad) != 0) and np.all(xb.to_numpy(embed.weight.grad)[0] == 0)
+
+
+def test_config_budget_and_kinds_are_checked_before_building():
+    config = nn.Embedding(7, 3, padding_idx=-1).get_config()
+    assert nn.check_config(config) == 21
+    config["args"]["num_embeddings"] = 2**40
+    with pytest.raises(ConfigError, match=r"model: the config describes 3,298,534,883,328 parameter and buffer elements"):
+        nn.from_config(config)
+    config["args"].update(num_embeddings=7, padding_idx=1.5)
+    with pytest.raises(ConfigError, match=r"padding_idx: expected an int or null, found 1.5"):
+        nn.from_config(config)

@@ -12,6 +12,7 @@ from xpnn.errors import CallOrderError
 from xpnn.models import LeNet
 
 LABELS = "labels"
+INDICES = "indices"  # integer indices as the input (Embedding), no target
 
 # Every layer and loss class in xpnn.nn: (make(device), input shape, target). Dropout draws from
 # a generator reset before each forward, so the cached and cache-free forwards drop alike.
@@ -70,6 +71,11 @@ CASES = {
     "HuberLoss": [(lambda d: nn.HuberLoss(delta=0.5), (4, 3), "probabilities")],
     "KLDivLoss": [(lambda d: nn.KLDivLoss(reduction="batchmean"), (4, 3), "probabilities"),
                   (lambda d: nn.KLDivLoss(log_target=True), (4, 3), "probabilities")],
+    "LayerNorm": [(lambda d: nn.LayerNorm(5, xp=d), (2, 5), None), (lambda d: nn.LayerNorm((2, 3), elementwise_affine=False, xp=d), (2, 2, 3), None)],
+    "GroupNorm": [(lambda d: nn.GroupNorm(2, 4, xp=d), (2, 4, 3, 3), None)],
+    "Embedding": [(lambda d: nn.Embedding(6, 3, padding_idx=0, xp=d), (2, 5), INDICES)],
+    "Upsample": [(lambda d: nn.Upsample(scale_factor=2), (2, 2, 3, 3), None),
+                 (lambda d: nn.Upsample(size=(4, 5), mode="bilinear"), (2, 2, 3, 3), None)],
 }
 PARAMS = [pytest.param(*case, id=f"{name}-{i}") for name, cases in CASES.items() for i, case in enumerate(cases)]
 
@@ -117,6 +123,8 @@ def kept_arrays(module):
 
 
 def _inputs(backend, rng, shape, target):
+    if target == INDICES:
+        return (backend.asarray(rng.integers(0, 6, size=shape), np.int64),)
     x = backend.asarray(rng.uniform(0.05, 0.95, size=shape), np.float32)
     if target is None:
         return (x,)
@@ -144,7 +152,7 @@ def test_no_grad_forward_keeps_no_cache_and_gives_the_same_output(backend, rng, 
     np.testing.assert_array_equal(free, cached)
     assert all(getattr(layer, name, None) is None for name in names)
     assert kept_arrays(layer) == []
-    grad = () if target is not None else (backend.xp.ones_like(out),)
+    grad = () if target not in (None, INDICES) else (backend.xp.ones_like(out),)
     with pytest.raises(CallOrderError, match=rf"{type(layer).__name__}\(.*\): backward needs the cache of a forward run with "
                                              r"gradients enabled; the last forward ran under xpnn.no_grad\(\) and kept none"):
         layer.backward(*grad)

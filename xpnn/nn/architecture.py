@@ -400,7 +400,17 @@ _KINDS = {
     "MLP": {"sizes": "ints", "activation": "activation", "dropout": "number", "init": "str", "dtype": "dtype"},
     "SimpleCNN": _IMAGES,
     "LeNet": _IMAGES,
+    "LayerNorm": {"normalized_shape": "shape", "eps": "number", "elementwise_affine": "bool", "bias": "bool", "dtype": "dtype"},
+    "GroupNorm": {"num_groups": "int", "num_channels": "int", "eps": "number", "affine": "bool", "dtype": "dtype"},
+    "Embedding": {"num_embeddings": "int", "embedding_dim": "int", "padding_idx": "int?", "max_norm": "number?", "norm_type": "number",
+                  "scale_grad_by_freq": "bool", "sparse": "bool", "dtype": "dtype"},
+    "Upsample": {"size": "pair?", "scale_factor": "scale?", "mode": "str", "align_corners": "bool?", "recompute_scale_factor": "bool?"},
 }
+_KIND_CHECKS["shape"] = (lambda v: _is_int(v) or (isinstance(v, list) and all(_is_int(i) for i in v)), "an int or a list of ints")
+_KIND_CHECKS["int?"] = (lambda v: v is None or _is_int(v), "an int or null")
+_KIND_CHECKS["bool?"] = (lambda v: v is None or isinstance(v, bool), "a bool or null")
+_KIND_CHECKS["scale?"] = (lambda v: v is None or _is_number(v) or (isinstance(v, list) and len(v) == 2 and all(_is_number(i) for i in v)),
+                          "a number, a pair of numbers or null")
 _KIND_CHECKS["list"] = (lambda v: isinstance(v, list), "a list")
 _KIND_CHECKS["list?"] = (lambda v: v is None or isinstance(v, list), "a list or null")
 _KIND_CHECKS["members?"] = (lambda v: v is None or isinstance(v, list) or (isinstance(v, dict) and "class" not in v),
@@ -460,7 +470,22 @@ def _lenet(args):
     return 6 * c * 25 + 6 + 16 * 6 * 25 + 16 + 16 * max(h, 0) * max(w, 0) * 120 + 120 + 120 * k + k
 
 
-_STATE = {"Linear": _linear, "Conv2d": _conv, "BatchNorm1d": _batchnorm, "BatchNorm2d": _batchnorm, "MLP": _mlp, "SimpleCNN": _simple_cnn, "LeNet": _lenet}
+def _layer_norm(args):
+    shape = args["normalized_shape"]
+    n = math.prod(max(d, 0) for d in ([shape] if _is_int(shape) else shape))
+    return n * (args.get("bias", True) + 1) if args.get("elementwise_affine", True) else 0
+
+
+def _group_norm(args):
+    return 2 * max(args["num_channels"], 0) if args.get("affine", True) else 0
+
+
+def _embedding(args):
+    return max(args["num_embeddings"], 0) * max(args["embedding_dim"], 0)
+
+
+_STATE = {"LayerNorm": _layer_norm, "GroupNorm": _group_norm, "Embedding": _embedding}
+_STATE |= {"Linear": _linear, "Conv2d": _conv, "BatchNorm1d": _batchnorm, "BatchNorm2d": _batchnorm, "MLP": _mlp, "SimpleCNN": _simple_cnn, "LeNet": _lenet}
 
 
 def _expect(ok, where, expected, found):
