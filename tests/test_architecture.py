@@ -336,6 +336,13 @@ def _linear(**args):
     (_linear(init="x" * 5000), r"expected a string of at most 1,000 characters"),
     (_linear(in_features=float("inf")), r"in_features: expected a finite number, found inf"),
     (_linear(in_features=object()), r"in_features: expected JSON data, found <object object"),
+    ({"class": "Conv1d", "args": {"in_channels": 1, "out_channels": 2, "kernel_size": [3, 3]}}, r"\(Conv1d\)\.kernel_size: expected an int or a list of one int, found \[3, 3\]"),
+    ({"class": "Conv1d", "args": {"in_channels": 10**5, "out_channels": 10**5, "kernel_size": 9}}, r"describes 90,000,100,000 parameter"),
+    ({"class": "ConvTranspose2d", "args": {"in_channels": 10**5, "out_channels": 10**5, "kernel_size": 3}}, r"describes 90,000,100,000 parameter"),
+    ({"class": "PReLU", "args": {"num_parameters": 2**31}}, r"describes 2,147,483,648 parameter"),
+    ({"class": "PReLU", "args": {"init": "0.25"}}, r"\(PReLU\)\.init: expected a number, found '0\.25'"),
+    ({"class": "MaxPool1d", "args": {"kernel_size": 2, "stride": [1, 1]}}, r"\(MaxPool1d\)\.stride: expected an int, a list of one int or null"),
+    ({"class": "KLDivLoss", "args": {"log_target": "no"}}, r"\(KLDivLoss\)\.log_target: expected a bool, found 'no'"),
 ])
 def test_untrusted_configs_are_refused_with_messages(config, message):
     with pytest.raises(ConfigError, match=message):

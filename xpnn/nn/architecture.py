@@ -406,6 +406,26 @@ _KINDS = {
                   "scale_grad_by_freq": "bool", "sparse": "bool", "dtype": "dtype"},
     "Upsample": {"size": "pair?", "scale_factor": "scale?", "mode": "str", "align_corners": "bool?", "recompute_scale_factor": "bool?"},
 }
+_ONE = "one"  # Conv1d's and the 1-D pools' sizes: an int or a 1-list
+_KINDS |= {
+    "Identity": {}, "ReLU": {}, "Sigmoid": {}, "Tanh": {}, "SiLU": {}, "Hardswish": {}, "Mish": {}, "Softsign": {}, "ReLU6": {},
+    "ELU": {"alpha": "number"},
+    "Softplus": {"beta": "number", "threshold": "number"},
+    "Hardtanh": {"min_val": "number", "max_val": "number"},
+    "PReLU": {"num_parameters": "int", "init": "number", "dtype": "dtype"},
+    "L1Loss": {"reduction": "str"},
+    "SmoothL1Loss": {"reduction": "str", "beta": "number"},
+    "HuberLoss": {"reduction": "str", "delta": "number"},
+    "KLDivLoss": {"reduction": "str", "log_target": "bool"},
+    "Conv1d": {"in_channels": "int", "out_channels": "int", "kernel_size": _ONE, "stride": _ONE, "padding": _ONE, "dilation": _ONE,
+               "groups": "int", **_WEIGHTS},
+    "ConvTranspose2d": {"in_channels": "int", "out_channels": "int", "kernel_size": "pair", "stride": "pair", "padding": "pair",
+                        "output_padding": "pair", "groups": "int", "dilation": "pair", **_WEIGHTS},
+    "MaxPool1d": {"kernel_size": _ONE, "stride": _ONE + "?", "padding": _ONE, "dilation": _ONE},
+    "AvgPool1d": {"kernel_size": _ONE, "stride": _ONE + "?", "padding": _ONE, "count_include_pad": "bool"},
+}
+_KIND_CHECKS[_ONE] = (lambda v: _is_int(v) or (isinstance(v, list) and len(v) == 1 and _is_int(v[0])), "an int or a list of one int")
+_KIND_CHECKS[_ONE + "?"] = (lambda v: v is None or _KIND_CHECKS[_ONE][0](v), "an int, a list of one int or null")
 _KIND_CHECKS["shape"] = (lambda v: _is_int(v) or (isinstance(v, list) and all(_is_int(i) for i in v)), "an int or a list of ints")
 _KIND_CHECKS["int?"] = (lambda v: v is None or _is_int(v), "an int or null")
 _KIND_CHECKS["bool?"] = (lambda v: v is None or isinstance(v, bool), "a bool or null")
@@ -484,7 +504,26 @@ def _embedding(args):
     return max(args["num_embeddings"], 0) * max(args["embedding_dim"], 0)
 
 
+def _conv1d(args):
+    k = args["kernel_size"]
+    return _conv(dict(args, kernel_size=[1, k if _is_int(k) else k[0]]))
+
+
+def _conv_transpose(args):
+    """The weight is (in, out / groups, kh, kw), PyTorch's layout."""
+    i, o, g = args["in_channels"], args["out_channels"], args.get("groups", 1)
+    kh, kw = _pair(args["kernel_size"])
+    if not _positive(i, o, kh, kw) or g < 1:
+        return 0
+    return i * (o // g) * kh * kw + (o if args.get("bias", True) else 0)
+
+
+def _prelu(args):
+    return max(args["num_parameters"], 0)
+
+
 _STATE = {"LayerNorm": _layer_norm, "GroupNorm": _group_norm, "Embedding": _embedding}
+_STATE |= {"Conv1d": _conv1d, "ConvTranspose2d": _conv_transpose, "PReLU": _prelu}
 _STATE |= {"Linear": _linear, "Conv2d": _conv, "BatchNorm1d": _batchnorm, "BatchNorm2d": _batchnorm, "MLP": _mlp, "SimpleCNN": _simple_cnn, "LeNet": _lenet}
 
 
