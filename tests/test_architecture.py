@@ -467,3 +467,11 @@ def test_xpnn_eval_refuses_a_model_it_cannot_rebuild(tmp_path, capsys):
     save_checkpoint(tmp_path / "wide.npz", nn.Sequential(nn.Flatten(), nn.Linear(64, 3)), config={"dataset": "digits"})
     assert main(["eval", str(tmp_path / "wide.npz")]) == 2
     assert "its model gives outputs of shape (360, 3) on the digits test split, expected (N, 10) class scores" in capsys.readouterr().err
+
+
+def test_every_registered_xpnn_class_has_argument_kinds():
+    """An untrusted config of any of xpnn's own classes gets its arguments checked before building."""
+    from xpnn.nn import architecture
+
+    own = {name for name, cls in nn.registered().items() if cls.__module__.startswith("xpnn.")}
+    assert own - set(architecture._KINDS) == set()
