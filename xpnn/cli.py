@@ -50,24 +50,47 @@ def _exponential(optimizer, epochs, steps_per_epoch):
     return optim.ExponentialLR(optimizer, gamma=0.01 ** (1 / (epochs * steps_per_epoch)))
 
 
+def _warmup_cosine(optimizer, epochs, steps_per_epoch):
+    """A linear warm-up from lr/10 over the first epoch (at most a tenth of the run), then cosine
+    decay to zero over the rest: the usual recipe for residual networks at lr 0.1."""
+    total = epochs * steps_per_epoch
+    warm = max(1, min(steps_per_epoch, total // 10))
+    warm_up = optim.LinearLR(optimizer, start_factor=0.1, end_factor=1.0, total_iters=warm)
+    return optim.SequentialLR(optimizer, [warm_up, optim.CosineAnnealingLR(optimizer, T_max=max(1, total - warm))], milestones=[warm])
+
+
 def _constant(optimizer, epochs, steps_per_epoch):
     """No scheduler: the learning rate stays as given."""
     return None
 
 
 OPTIMIZERS = {
-    "sgd": lambda params, lr: optim.SGD(params, lr=lr, momentum=0.9),
+    "sgd": lambda params, lr: optim.SGD(params, lr=lr, momentum=0.9, nesterov=True),
     "adam": lambda params, lr: optim.Adam(params, lr=lr),
     "adamw": lambda params, lr: optim.AdamW(params, lr=lr),
 }
-SCHEDULES = {"cosine": _cosine, "step": _step, "none": _constant, "onecycle": _onecycle, "exponential": _exponential}
+SCHEDULES = {
+    "cosine": _cosine, "step": _step, "none": _constant, "onecycle": _onecycle, "exponential": _exponential, "warmup-cosine": _warmup_cosine,
+}
 DEFAULTS = {"dataset": "mnist", "model": "mlp", "optimizer": "adam", "seed": 0, "schedule": "cosine"}
+# Settings added after the first checkpoints were written: their defaults, which are also what an
+# older checkpoint's run used. weight_decay None leaves each optimizer's own default.
+LATER_DEFAULTS = {"weight_decay": None, "label_smoothing": 0.0, "augment": None}
+# The residual networks' recipe (He et al. 2016, with the usual warm-up): SGD with Nesterov
+# momentum 0.9, lr 0.1 warmed up over the first epoch then cosine-decayed, batch 128, weight
+# decay 5e-4 on conv/linear weights only.
+RESNET_RECIPE = {"batch_size": 128, "lr": 0.1, "optimizer": "sgd", "schedule": "warmup-cosine", "weight_decay": 5e-4}
 MODEL_DEFAULTS = {  # one per name in models.MODELS; they reach >= 98% (mlp, 10 epochs) and >= 99% (lenet, 3 epochs) MNIST test accuracy
     "mlp": {"epochs": 10, "batch_size": 64, "lr": 1e-3},
     "cnn": {"epochs": 5, "batch_size": 64, "lr": 1e-3},
     "lenet": {"epochs": 5, "batch_size": 32, "lr": 2e-3},
+    "resnet8": {"epochs": 2, **RESNET_RECIPE},  # the small grey residual network, for 28x28 images
+    "resnet20": {"epochs": 30, **RESNET_RECIPE},
+    "resnet32": {"epochs": 30, **RESNET_RECIPE},
+    "resnet56": {"epochs": 30, **RESNET_RECIPE},
 }
 SETTINGS = (*DEFAULTS, "epochs", "batch_size", "lr")
+ALL_SETTINGS = (*SETTINGS, *LATER_DEFAULTS)
 EVAL_BATCH = 1000
 EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_BROKEN_PIPE = 2, 130, 143, 141
 
@@ -114,6 +137,26 @@ def _positive_float(text):
     return value
 
 
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
 def _per_model(key):
     return ", ".join(f"{model} {defaults[key]:g}" for model, defaults in MODEL_DEFAULTS.items())
 
@@ -129,19 +172,31 @@ def build_parser():
         description="Train a model and write model.npz (checkpoint, every epoch), history.json and curves.png "
         "into --out. The test split is evaluated after every epoch as the validation set. "
         "Defaults: adam with a cosine learning-rate decay to zero over the run (stepped every batch); "
-        "batch size, learning rate and epochs per model as listed below.",
+        "for the resnets, SGD with Nesterov momentum, lr 0.1 warmed up over the first epoch then cosine-decayed, batch 128 "
+        "and weight decay 5e-4 on conv/linear weights; batch size, learning rate and epochs per model as listed below.",
     )
     train.add_argument("--dataset", choices=tuple(DATASETS), help=f"dataset (default {DEFAULTS['dataset']})")
     train.add_argument("--model", choices=tuple(MODELS), help=f"model (default {DEFAULTS['model']})")
     train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     train.add_argument("--epochs", type=_positive_int, help=f"total epochs (default {_per_model('epochs')}; on --resume, the checkpoint's)")
     train.add_argument("--batch-size", type=_positive_int, help=f"training batch size (default {_per_model('batch_size')})")
-    train.add_argument("--optimizer", choices=tuple(OPTIMIZERS), help=f"optimizer (default {DEFAULTS['optimizer']}; sgd uses momentum 0.9)")
+    train.add_argument("--optimizer", choices=tuple(OPTIMIZERS), help=f"optimizer (default {DEFAULTS['optimizer']}, sgd for the resnets; sgd uses Nesterov momentum 0.9)")
     train.add_argument("--lr", type=_positive_float, help=f"initial learning rate (default {_per_model('lr')})")
-    train.add_argument("--schedule", choices=tuple(SCHEDULES), help=f"learning-rate schedule over the epochs, stepped every batch (default {DEFAULTS['schedule']})")
+    train.add_argument("--schedule", choices=tuple(SCHEDULES), help=f"learning-rate schedule over the epochs, stepped every batch (default {DEFAULTS['schedule']}, warmup-cosine for the resnets)")
     train.add_argument(
         "--clip-grad-norm", type=_positive_float, metavar="X",
         help="clip the gradients' total 2-norm to X before each step (default: no clipping; on --resume, the checkpoint's)",
+    )
+    train.add_argument(
+        "--weight-decay", type=_non_negative_float, metavar="WD",
+        help="weight decay on the weights of convolutions and linear layers, not on biases and normalisation parameters "
+        "(default: the optimizer's own, or 5e-4 for the resnets)",
+    )
+    train.add_argument("--label-smoothing", type=_fraction, metavar="S", help="label smoothing of the cross-entropy, in [0, 1) (default 0)")
+    train.add_argument(
+        "--augment", action=argparse.BooleanOptionalAction, default=None,
+        help="random crops (4-pixel zero padding) and horizontal flips of the training images, on the device "
+        "(default: on for cifar10 and cifar100, which define them; off elsewhere)",
     )
     train.add_argument("--seed", type=_non_negative_int, help="seed of weights, shuffling and dropout (default 0)")
     train.add_argument("--data-dir", help="directory holding (or receiving) the dataset files (default: on --resume, the run's if it still exists; else $XPNN_DATA_DIR or ~/.cache/xpnn)")
@@ -245,6 +300,10 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _int_in(low, high):
     def check(value):
         return _is_int(value) and low <= value <= high
@@ -271,11 +330,14 @@ def _run_config_schema():
         "epochs": _int_in(1, MAX_EPOCHS),
         "batch_size": _int_in(1, MAX_BATCH),
         "seed": _int_in(0, MAX_SEED),
-        "lr": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0, "a finite number > 0"),
+        "lr": (lambda v: _is_number(v) and math.isfinite(v) and v > 0, "a finite number > 0"),
         "image_shape": (_image_shape_ok, f"[channels, height, width] of positive integers, at most {MAX_PIXELS} values in all"),
         "num_classes": _int_in(1, MAX_CLASSES),
         "classes": (lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v), "a list of class names"),
         "data_dir": (lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= MAX_PATH), f"a folder path of at most {MAX_PATH} characters, or null"),
+        "weight_decay": (lambda v: v is None or (_is_number(v) and math.isfinite(v) and v >= 0), "a finite number >= 0, or null"),
+        "label_smoothing": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+        "augment": (lambda v: isinstance(v, bool), "true or false"),
         "clip_grad_norm": (
             lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0), "a finite number > 0, or null"
         ),
@@ -314,24 +376,37 @@ def _shown(value, limit=60):
 
 
 def _settings(args, checkpoint):
-    """The run's settings: the options given, else the checkpoint's (on --resume), else the defaults
-    (per model for epochs, batch size and learning rate)."""
-    given = {key: getattr(args, key) for key in SETTINGS}
+    """The run's settings: the options given, else the checkpoint's (on --resume), else the model's
+    recipe (MODEL_DEFAULTS), else DEFAULTS. ``augment`` left open becomes the dataset's default."""
+    given = {key: getattr(args, key) for key in ALL_SETTINGS}
     if checkpoint is None:
-        settings = {key: DEFAULTS[key] if given[key] is None else given[key] for key in DEFAULTS}
-        model_defaults = MODEL_DEFAULTS[settings["model"]]
-        settings.update({key: model_defaults[key] if given[key] is None else given[key] for key in model_defaults})
-        return settings
-    config = checkpoint.config
-    for key, value in given.items():
-        if key != "epochs" and value is not None and value != config[key]:
-            flag = "--" + key.replace("_", "-")
-            raise ConfigError(f"{flag} {value} conflicts with checkpoint {checkpoint.path}, trained with {flag} {config[key]}; drop {flag} to resume it")
-    settings = {key: config[key] for key in SETTINGS}
-    settings["epochs"] = args.epochs or config["epochs"]
-    if checkpoint.epoch >= settings["epochs"]:
-        raise ConfigError(f"checkpoint {checkpoint.path} has already completed {_plural(checkpoint.epoch, 'epoch')}; pass --epochs N with N > {checkpoint.epoch} to train further")
+        model = given["model"] or DEFAULTS["model"]
+        settings = {**DEFAULTS, **LATER_DEFAULTS, **MODEL_DEFAULTS[model]}
+        settings.update({key: value for key, value in given.items() if value is not None})
+    else:
+        config = checkpoint.config
+        saved = {key: config.get(key, LATER_DEFAULTS.get(key)) for key in ALL_SETTINGS}
+        if "augment" not in config:  # runs from before augmentation trained without it
+            saved["augment"] = False
+        for key, value in given.items():
+            if key != "epochs" and value is not None and value != saved[key]:
+                option = _flag(key, value).split()[0]
+                raise ConfigError(f"{_flag(key, value)} conflicts with checkpoint {checkpoint.path}, trained with {_flag(key, saved[key])}; drop {option} to resume it")
+        settings = dict(saved, epochs=args.epochs or config["epochs"])
+        if checkpoint.epoch >= settings["epochs"]:
+            raise ConfigError(
+                f"checkpoint {checkpoint.path} has already completed {_plural(checkpoint.epoch, 'epoch')}; pass --epochs N with N > {checkpoint.epoch} to train further"
+            )
+    if settings["augment"] is None:
+        settings["augment"] = DATASETS[settings["dataset"]].augment
     return settings
+
+
+def _flag(key, value):
+    """How the command line spells setting ``key`` = ``value``."""
+    if key == "augment":
+        return "--augment" if value else "--no-augment"
+    return f"--{key.replace('_', '-')} {value}"
 
 
 def _load_run_checkpoint(path, required):
@@ -395,8 +470,8 @@ def _refuse_non_finite(checkpoint, model, optimizer=None):
 
 
 def _replan(scheduler, planned, epochs, steps_per_epoch):
-    """A resumed run whose total of epochs differs from the plan: the cosine and one-cycle schedules
-    are re-spread over the new total (from where the run is, so the rate moves once and then decays smoothly to
+    """A resumed run whose total of epochs differs from the plan: the cosine, warm-up + cosine and
+    one-cycle schedules are re-spread over the new total (from where the run is, so the rate moves once and then decays smoothly to
     zero at the new end); the others continue as they were. Returns the sentence that says so."""
     lr = scheduler.optimizer.param_groups[0]["lr"] if scheduler is not None else None
     if isinstance(scheduler, optim.CosineAnnealingLR):
@@ -405,6 +480,14 @@ def _replan(scheduler, planned, epochs, steps_per_epoch):
             group["lr"] = rate
         new = scheduler.optimizer.param_groups[0]["lr"]
         return f"the cosine schedule now decays to 0 over {_plural(epochs, 'epoch')} (planned: {planned}); the learning rate goes from {lr:g} to {new:g}"
+    if isinstance(scheduler, optim.SequentialLR) and isinstance(scheduler.schedulers[-1], optim.CosineAnnealingLR):
+        cosine, start = scheduler.schedulers[-1], scheduler.milestones[-1]
+        cosine.T_max = max(1, epochs * steps_per_epoch - start)
+        if scheduler.last_epoch >= start:
+            for group, rate in zip(scheduler.optimizer.param_groups, cosine.get_lr()):
+                group["lr"] = rate
+        new = scheduler.optimizer.param_groups[0]["lr"]
+        return f"the warm-up + cosine schedule now decays to 0 over {_plural(epochs, 'epoch')} (planned: {planned}); the learning rate goes from {lr:g} to {new:g}"
     if isinstance(scheduler, optim.OneCycleLR):
         scheduler.total_steps = epochs * steps_per_epoch
         for group, rate in zip(scheduler.optimizer.param_groups, scheduler.get_lr()):
@@ -417,6 +500,19 @@ def _replan(scheduler, planned, epochs, steps_per_epoch):
         every = scheduler.step_size // steps_per_epoch
         return f"the step schedule continues as planned for {planned} epochs: the learning rate (now {lr:g}) x{scheduler.gamma:g} every {_plural(every, 'epoch')}"
     return f"training to epoch {epochs} (planned: {planned}) at a constant learning rate ({lr:g})"
+
+
+def _augmentation(dataset, augment):
+    """The dataset's training transforms when ``augment``, else None."""
+    from .data.transforms import default_transforms
+
+    if not augment:
+        return None
+    transform = default_transforms(dataset)
+    if transform is None:
+        with_augmentation = ", ".join(name for name, info in DATASETS.items() if info.augment)
+        raise ConfigError(f"--augment: no augmentation is defined for {dataset} (only for {with_augmentation}); drop --augment")
+    return transform
 
 
 def _remembered_data_dir(checkpoint):
@@ -444,8 +540,10 @@ def _chance_level(accuracy, labels):
 
 
 def _train(args):
+    from . import nn
     from . import random as xpnn_random
     from .data import DataLoader, load_dataset
+    from .optim import weight_decay_groups
     from .train import Trainer
 
     checkpoint = _load_run_checkpoint(args.resume, SETTINGS) if args.resume is not None else None
@@ -458,22 +556,24 @@ def _train(args):
         test_set = load_dataset(s["dataset"], train=False, root=data_dir)
     except MissingDataError as exc:
         raise MissingDataError(f"{exc}; or use --dataset digits, which ships with xpnn and needs no download") from None
-    x, y = train_set.arrays()
+    transform = _augmentation(train_set.name, s["augment"])
+    x, y = train_set.arrays(normalize=transform is None)  # an augmentation pipeline ends by normalising on the device
     x_test, y_test = test_set.arrays()
     image_shape = tuple(x.shape[1:])
     classes = list(train_set.classes)
 
     xpnn_random.manual_seed(s["seed"])
     model = _model_for(s["model"], image_shape, classes, train_set.name, xp)
-    optimizer = OPTIMIZERS[s["optimizer"]](model.parameters(), s["lr"])
-    train_loader = DataLoader(x, y, batch_size=s["batch_size"], shuffle=True, seed=s["seed"], device=xp)
+    optimizer = OPTIMIZERS[s["optimizer"]](weight_decay_groups(model, s["weight_decay"]), s["lr"])
+    train_loader = DataLoader(x, y, batch_size=s["batch_size"], shuffle=True, seed=s["seed"], device=xp, transform=transform)
     scheduler = SCHEDULES[s["schedule"]](optimizer, s["epochs"], len(train_loader))
     test_loader = DataLoader(x_test, y_test, batch_size=EVAL_BATCH, device=xp)
     config = dict(s, dataset=train_set.name, image_shape=list(image_shape), num_classes=len(classes), classes=classes)
     config["data_dir"] = str(Path(data_dir).resolve()) if data_dir else None
     config["clip_grad_norm"] = args.clip_grad_norm if args.clip_grad_norm is not None or checkpoint is None else checkpoint.config.get("clip_grad_norm")
 
-    trainer = Trainer(model, optimizer, scheduler=scheduler, scheduler_interval="step", clip_grad_norm=config["clip_grad_norm"])
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=s["label_smoothing"])
+    trainer = Trainer(model, optimizer, loss_fn=loss_fn, scheduler=scheduler, scheduler_interval="step", clip_grad_norm=config["clip_grad_norm"])
     start = 0
     if checkpoint is not None:
         start = trainer.restore(checkpoint, loader=train_loader)

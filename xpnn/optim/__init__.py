@@ -4,6 +4,7 @@ from . import lr_scheduler
 from .adadelta import Adadelta
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
+from .groups import weight_decay_groups
 from .lr_scheduler import (
     CosineAnnealingLR, ExponentialLR, LinearLR, LRScheduler, MultiStepLR, OneCycleLR, ReduceLROnPlateau, SequentialLR, StepLR,
 )
@@ -14,4 +15,5 @@ from .rmsprop import RMSprop
 from .sgd import SGD
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "lr_scheduler", "LRScheduler", "StepLR", "CosineAnnealingLR", "LinearLR",
-           "Adadelta", "Adagrad", "NAdam", "RAdam", "MultiStepLR", "ExponentialLR", "OneCycleLR", "ReduceLROnPlateau", "SequentialLR"]
+           "Adadelta", "Adagrad", "NAdam", "RAdam", "MultiStepLR", "ExponentialLR", "OneCycleLR", "ReduceLROnPlateau", "SequentialLR",
+           "weight_decay_groups"]

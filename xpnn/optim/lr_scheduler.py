@@ -312,6 +312,11 @@ class SequentialLR(LRScheduler):
             scheduler.last_epoch -= 1
         schedulers[bisect.bisect_right(self.milestones, 0)].step()
 
+    @property
+    def schedulers(self):
+        """The schedules, in the order they run."""
+        return list(self._schedulers)
+
     def _check_milestones(self, where, milestones, error):
         count = len(self._schedulers) - 1
         fits = (RULES["milestones"][1](milestones) and len(milestones) == count and all(m >= 1 for m in milestones)
