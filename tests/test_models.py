@@ -51,9 +51,9 @@ def test_build_model_mlp_sizes_from_image_shape():
 
 
 def test_build_model_unknown_name_lists_known_ones():
-    with pytest.raises(XpnnError, match=r"unknown model 'resnet'; expected one of: mlp, cnn, lenet"):
+    with pytest.raises(XpnnError, match=r"unknown model 'resnet'; expected one of: mlp, cnn, lenet, resnet8, resnet20, resnet32, resnet56"):
         build_model("resnet", (1, 28, 28), 10)
-    assert set(MODELS) == {"mlp", "cnn", "lenet"}
+    assert set(MODELS) == {"mlp", "cnn", "lenet", "resnet8", "resnet20", "resnet32", "resnet56"}
     with pytest.raises(XpnnError, match="model 'lenet'.*unexpected keyword"):
         build_model("lenet", (1, 8, 8), 10, hidden=(3,))
 

@@ -424,6 +424,10 @@ _KINDS |= {
     "MaxPool1d": {"kernel_size": _ONE, "stride": _ONE + "?", "padding": _ONE, "dilation": _ONE},
     "AvgPool1d": {"kernel_size": _ONE, "stride": _ONE + "?", "padding": _ONE, "count_include_pad": "bool"},
 }
+_KINDS |= {  # xpnn.models' ResNet (issue 17)
+    "ZeroPadShortcut": {"in_channels": "int", "out_channels": "int", "stride": "int"},
+    "ResNet": {"blocks": "int", "in_channels": "int", "num_classes": "int", "widths": "ints", "dtype": "dtype"},
+}
 _KIND_CHECKS[_ONE] = (lambda v: _is_int(v) or (isinstance(v, list) and len(v) == 1 and _is_int(v[0])), "an int or a list of one int")
 _KIND_CHECKS[_ONE + "?"] = (lambda v: v is None or _KIND_CHECKS[_ONE][0](v), "an int, a list of one int or null")
 _KIND_CHECKS["shape"] = (lambda v: _is_int(v) or (isinstance(v, list) and all(_is_int(i) for i in v)), "an int or a list of ints")
@@ -522,7 +526,25 @@ def _prelu(args):
     return max(args["num_parameters"], 0)
 
 
+def _resnet(args):
+    """The stem, ``blocks`` basic blocks per stage (two bias-free 3x3 convolutions and two
+    BatchNorms, whose state is 4 x channels + 1), and the Linear layer; the shortcuts have none."""
+    n = max(args.get("blocks", 3), 0)
+    widths = [max(w, 0) for w in args.get("widths", [16, 32, 64])]
+    c, k = max(args.get("in_channels", 3), 0), max(args.get("num_classes", 10), 0)
+    if not widths:
+        return 0
+    total = 9 * c * widths[0] + 4 * widths[0] + 1
+    c_in = widths[0]
+    for w in widths:
+        total += 9 * c_in * w + 9 * w * w + 2 * (4 * w + 1) if n else 0
+        total += (n - 1) * (2 * 9 * w * w + 2 * (4 * w + 1)) if n > 1 else 0
+        c_in = w
+    return total + c_in * k + k
+
+
 _STATE = {"LayerNorm": _layer_norm, "GroupNorm": _group_norm, "Embedding": _embedding}
+_STATE["ResNet"] = _resnet
 _STATE |= {"Conv1d": _conv1d, "ConvTranspose2d": _conv_transpose, "PReLU": _prelu}
 _STATE |= {"Linear": _linear, "Conv2d": _conv, "BatchNorm1d": _batchnorm, "BatchNorm2d": _batchnorm, "MLP": _mlp, "SimpleCNN": _simple_cnn, "LeNet": _lenet}
 
