@@ -225,10 +225,10 @@ def test_real_mnist_one_epoch(mnist_dir, tmp_path, capsys):
 
 
 def test_train_without_matplotlib_skips_the_curves(tmp_path, capsys, monkeypatch):
-    import xpnn.cli
+    import xpnn.cli.train
 
-    real = xpnn.cli.importlib.util.find_spec
-    monkeypatch.setattr(xpnn.cli.importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    real = xpnn.cli.train.importlib.util.find_spec
+    monkeypatch.setattr(xpnn.cli.train.importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
     out = tmp_path / "run"
     assert main(["train", *DIGITS, "--epochs", "1", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["history.json", "model.npz"]

@@ -191,7 +191,7 @@ def test_one_epoch_is_singular(tmp_path, capsys):
 
 def test_replanning_a_cosine_sets_the_rate_of_the_run_position():
     """The replanned cosine rate is the closed form at the run's position, whatever the optimizer."""
-    from xpnn.cli import _replan
+    from xpnn.cli.recipes import replan
 
     model = nn.Linear(2, 2)
     optimizer = optim.SGD(model.parameters(), lr=0.1)
@@ -199,7 +199,7 @@ def test_replanning_a_cosine_sets_the_rate_of_the_run_position():
     for _ in range(10):
         schedule.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
-    message = _replan(schedule, planned=2, epochs=4, steps_per_epoch=5)
+    message = replan(schedule, planned=2, epochs=4, steps_per_epoch=5)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05) and schedule.T_max == 20
     assert message.endswith("the learning rate goes from 0 to 0.05")
 

@@ -282,6 +282,7 @@ def test_trainer_refuses_a_plateau_schedule_stepped_per_step():
 @pytest.mark.parametrize("name", ["onecycle", "exponential"])
 def test_cli_schedules_span_the_run(name):
     from xpnn import cli
+    from xpnn.cli import run_config
 
     opt = _adam(lr=0.01)
     sched = cli.SCHEDULES[name](opt, 3, 10)
@@ -293,7 +294,7 @@ def test_cli_schedules_span_the_run(name):
         assert max(rates) == pytest.approx(0.01) and rates[0] == pytest.approx(0.01 / 25) and rates[29] == pytest.approx(0.01 / 25 / 1e4)  # the last step's rate
     else:
         assert rates[0] == 0.01 and rates[-1] == pytest.approx(0.0001)
-    assert cli._run_config_schema()["schedule"][0](name)
+    assert run_config._run_config_schema()["schedule"][0](name)
 
 
 @pytest.mark.parametrize("name", ["onecycle", "exponential"])
