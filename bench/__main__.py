@@ -1,6 +1,7 @@
 """python -m bench: time xpnn's training step and full MNIST epoch against PyTorch CPU and the seed
-notebooks' NumPy code (MLP 784-256-10, the seed CNN, LeNet; Adam lr 1e-3, float32), alternating
-the frameworks; print a table with issue 5's targets and write the results as JSON."""
+notebooks' NumPy code (MLP 784-256-10, the seed CNN, LeNet; Adam lr 1e-3, float32), and ResNet-20's
+CIFAR-10 training step (random data of the real shape, SGD momentum 0.9; no epoch: no CIFAR files
+here), alternating the frameworks; print a table with issue 5's targets and write the results as JSON."""
 
 import argparse
 import os
@@ -8,14 +9,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from xpnn import XpnnError
 from xpnn.files import write_json
 
 from . import contention, epoch, gemm, mnist, report, runners, timing
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("mlp", "cnn", "lenet")
-BATCH_SIZES = {"mlp": (64, 256), "cnn": (64, 256), "lenet": (64, 128, 256)}
+MODELS = ("mlp", "cnn", "lenet", "resnet20")
+BATCH_SIZES = {"mlp": (64, 256), "cnn": (64, 256), "lenet": (64, 128, 256), "resnet20": (128,)}
+RANDOM_DATA = {"resnet20": ((3, 32, 32), 10, 50_000)}  # models timed on random data: image shape, classes, epoch images
 POOL = 32  # distinct pre-gathered batches the step timing cycles through
 SEED_CONV_STEPS = 3  # the seed's loop convolution is timed on this many steps only
 SETTINGS = ("models", "batch_sizes", "repeats", "epoch_repeats", "quick", "data_dir", "no_torch", "threads")
@@ -23,8 +27,8 @@ SETTINGS = ("models", "batch_sizes", "repeats", "epoch_repeats", "quick", "data_
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--models", default=",".join(MODELS), help="comma-separated, from mlp,cnn,lenet (default: all)")
-    p.add_argument("--batch-sizes", help="comma-separated, for every model (default: 64,256; LeNet also 128)")
+    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {','.join(MODELS)} (default: all)")
+    p.add_argument("--batch-sizes", help="comma-separated, for every model (default: 64,256; LeNet also 128; ResNet-20 128 only)")
     p.add_argument("--repeats", type=int, default=7, help="alternating rounds of step timing (default 7)")
     p.add_argument("--epoch-repeats", type=int, default=3, help="full epochs per framework, alternating (default 3)")
     p.add_argument("--quick", action="store_true", help="smoke test (< 1 min): batch 64, few steps, 4-batch epochs, no loop conv")
@@ -72,6 +76,16 @@ def time_steps(model, batch_size, names, x, y, args):
     return {name: sorted(t) for name, t in times.items()}, made["xpnn"].model
 
 
+def random_data(model, batch_size, seed=0):
+    """Host batches of random images of the model's dataset shape (CIFAR-10's for ResNet-20),
+    standard normal like normalised pixels, and random labels: enough for ``POOL`` distinct batches
+    without holding an epoch's worth of images."""
+    shape, classes, _ = RANDOM_DATA[model]
+    rng = np.random.default_rng(seed)
+    count = 4 * batch_size
+    return rng.standard_normal((count, *shape), dtype=np.float32), rng.integers(0, classes, count)
+
+
 def time_epochs(model, batch_size, names, args):
     """Each framework's epochs, alternating, each in its own process (time and peak RSS)."""
     images = 4 * batch_size if args.quick else None
@@ -84,14 +98,16 @@ def time_epochs(model, batch_size, names, args):
 
 
 def bench_config(model, batch_size, x, y, args):
-    """Steps, epochs and GEMM work of one model at one batch size (floors come later: :func:`add_floors`)."""
+    """Steps, epochs and GEMM work of one model at one batch size (floors come later: :func:`add_floors`).
+    A model timed on random data has no epochs: its epoch is extrapolated from the steps."""
     meter = contention.Meter()
     names = frameworks(model, args)
     steps, xpnn_model = time_steps(model, batch_size, names, x, y, args)
     gemms = gemm.step_gemms(gemm.layer_gemms(xpnn_model, x[:1]), batch_size)
     step_flop = gemm.flops(gemms)
-    epoch_flop = step_flop / batch_size * len(x)
-    extrapolate = {"seed"} if model == "cnn" else set()
+    n_train = RANDOM_DATA[model][2] if model in RANDOM_DATA else len(x)
+    epoch_flop = step_flop / batch_size * n_train
+    extrapolate = set(names) if model in RANDOM_DATA else {"seed"} if model == "cnn" else set()
     epochs = time_epochs(model, batch_size, [n for n in names if n not in extrapolate], args)
     fws = {}
     for name in names:
@@ -103,23 +119,24 @@ def bench_config(model, batch_size, x, y, args):
         }
         if name in epochs:
             runs = epochs[name]
-            seconds = [r["seconds"] * len(x) / r["images"] for r in runs]
+            seconds = [r["seconds"] * n_train / r["images"] for r in runs]
             fullest = max(runs, key=lambda r: r["peak_rss_mib"])
             f.update(
                 epoch_s=timing.median(seconds),
                 epoch_runs_s=seconds,
-                epoch_extrapolated=runs[0]["images"] < len(x),
+                epoch_extrapolated=runs[0]["images"] < n_train,
                 **{k: fullest[k] for k in ("peak_rss_mib", "start_rss_mib", "load_peak_rss_mib")},
             )
         else:
-            f.update(epoch_s=step_s * len(x) / batch_size, epoch_extrapolated=True)
+            f.update(epoch_s=step_s * n_train / batch_size, epoch_extrapolated=True)
     entry = {
         "model": model,
         "batch_size": batch_size,
+        "data": "random" if model in RANDOM_DATA else "mnist",
         "gemm": {
             "step_flop": step_flop,
             "epoch_flop": epoch_flop,
-            "shapes_epoch_s": gemm.shape_seconds(gemms) * len(x) / batch_size,
+            "shapes_epoch_s": gemm.shape_seconds(gemms) * n_train / batch_size,
             "gemms": gemms,
         },
         "frameworks": fws,
@@ -161,9 +178,11 @@ def main(argv=None):
     peaks = [gemm.peak_rate()]
     results = []
     for model in args.models:
-        x, y = mnist.load(args.data_dir, model)
+        x, y = (None, None) if model in RANDOM_DATA else mnist.load(args.data_dir, model)
         for batch_size in args.batch_sizes or BATCH_SIZES[model]:
             print(f"{model}, batch {batch_size}", file=sys.stderr, flush=True)
+            if model in RANDOM_DATA:
+                x, y = random_data(model, batch_size)
             results.append(bench_config(model, batch_size, x, y, args))
     peaks.append(gemm.peak_rate())
     for entry in results:

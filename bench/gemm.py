@@ -9,19 +9,22 @@ import numpy as np
 
 
 def layer_gemms(model, image):
-    """(rows per image, K, N) of each Linear/Conv2d of an xpnn Sequential, found by running one
-    ``image`` (shape (1, ...)) through it: Linear(i, o) is (1, i, o); Conv2d is (OH*OW, C*KH*KW, O)."""
+    """(rows per image, K, N) of each Linear/Conv2d of an xpnn model, in the order of
+    ``model.modules()`` (the first is the one that reads the data), found by running one ``image``
+    (shape (1, ...)) through it and reading the output shape each layer recorded: Linear(i, o) is
+    (1, i, o); Conv2d is (OH*OW, C*KH*KW, O). Layers inside containers (a ResNet's blocks) count."""
+    model(image)
     shapes = []
-    x = image
-    for layer in model:
-        y = layer(x)
+    for layer in model.modules():
         weight = getattr(layer, "weight", None)
-        if weight is not None and weight.data.ndim == 2:
-            shapes.append((math.prod(y.shape[1:-1]), *weight.data.shape))
-        elif weight is not None and weight.data.ndim == 4:
+        if weight is None:
+            continue
+        shape = layer._output_shape  # what the forward wrapper recorded for backward's check
+        if weight.data.ndim == 2:
+            shapes.append((math.prod(shape[1:-1]), *weight.data.shape))
+        elif weight.data.ndim == 4:
             out, cin, kh, kw = weight.data.shape
-            shapes.append((math.prod(y.shape[2:]), cin * kh * kw, out))
-        x = y
+            shapes.append((math.prod(shape[2:]), cin * kh * kw, out))
     return shapes
 
 

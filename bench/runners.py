@@ -1,21 +1,25 @@
 """One runner per framework, each with the same three calls: ``convert`` (host NumPy arrays to the
 framework's own), ``step`` (one training step on a batch) and ``epoch`` (one real pass over the
-training set, the way a user of that framework writes it). Adam lr 1e-3, cross-entropy throughout."""
+training set, the way a user of that framework writes it). Adam lr 1e-3, cross-entropy throughout;
+ResNet-20 (CIFAR-10 shapes, steps only) trains with SGD, lr 0.1, momentum 0.9, as in He et al."""
 
 import os
 
 import numpy as np
 
 LR = 1e-3
+SGD_MODELS = {"resnet20": dict(lr=0.1, momentum=0.9)}  # models trained with SGD, and its settings
 THREADS = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count())  # NumPy's OpenBLAS follows OMP_NUM_THREADS too
 
 
 def build_xpnn(name):
-    """The xpnn model "mlp", "cnn" or "lenet" from xpnn.models."""
+    """The xpnn model "mlp", "cnn", "lenet" or "resnet20" from xpnn.models."""
     from xpnn import models
 
     if name == "mlp":
         return models.MLP([784, 256, 10])
+    if name == "resnet20":
+        return models.resnet20()
     return {"cnn": models.SimpleCNN, "lenet": models.LeNet}[name]()
 
 
@@ -31,7 +35,8 @@ class XpnnRunner:
         self.batch_size = batch_size
         self.model = build_xpnn(model)
         self.loss_fn = nn.CrossEntropyLoss()
-        self.opt = optim.Adam(self.model.parameters(), lr=LR)
+        sgd = SGD_MODELS.get(model)
+        self.opt = optim.SGD(self.model.parameters(), **sgd) if sgd else optim.Adam(self.model.parameters(), lr=LR)
 
     def convert(self, x, y):
         return x, y
@@ -65,7 +70,8 @@ class TorchRunner:
         self.batch_size = batch_size
         self.model = build(model)
         self.loss_fn = torch.nn.CrossEntropyLoss()
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=LR)
+        sgd = SGD_MODELS.get(model)
+        self.opt = torch.optim.SGD(self.model.parameters(), **sgd) if sgd else torch.optim.Adam(self.model.parameters(), lr=LR)
 
     def convert(self, x, y):
         return self.torch.from_numpy(x), self.torch.from_numpy(y)
