@@ -9,8 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from xpnn import XpnnError
 from xpnn.files import write_json
 
@@ -19,7 +17,6 @@ from . import contention, epoch, gemm, mnist, report, runners, timing
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("mlp", "cnn", "lenet", "resnet20")
 BATCH_SIZES = {"mlp": (64, 256), "cnn": (64, 256), "lenet": (64, 128, 256), "resnet20": (128,)}
-RANDOM_DATA = {"resnet20": ((3, 32, 32), 10, 50_000)}  # models timed on random data: image shape, classes, epoch images
 POOL = 32  # distinct pre-gathered batches the step timing cycles through
 SEED_CONV_STEPS = 3  # the seed's loop convolution is timed on this many steps only
 SETTINGS = ("models", "batch_sizes", "repeats", "epoch_repeats", "quick", "data_dir", "no_torch", "threads")
@@ -76,16 +73,6 @@ def time_steps(model, batch_size, names, x, y, args):
     return {name: sorted(t) for name, t in times.items()}, made["xpnn"].model
 
 
-def random_data(model, batch_size, seed=0):
-    """Host batches of random images of the model's dataset shape (CIFAR-10's for ResNet-20),
-    standard normal like normalised pixels, and random labels: enough for ``POOL`` distinct batches
-    without holding an epoch's worth of images."""
-    shape, classes, _ = RANDOM_DATA[model]
-    rng = np.random.default_rng(seed)
-    count = 4 * batch_size
-    return rng.standard_normal((count, *shape), dtype=np.float32), rng.integers(0, classes, count)
-
-
 def time_epochs(model, batch_size, names, args):
     """Each framework's epochs, alternating, each in its own process (time and peak RSS)."""
     images = 4 * batch_size if args.quick else None
@@ -105,9 +92,9 @@ def bench_config(model, batch_size, x, y, args):
     steps, xpnn_model = time_steps(model, batch_size, names, x, y, args)
     gemms = gemm.step_gemms(gemm.layer_gemms(xpnn_model, x[:1]), batch_size)
     step_flop = gemm.flops(gemms)
-    n_train = RANDOM_DATA[model][2] if model in RANDOM_DATA else len(x)
+    n_train = runners.RANDOM_DATA[model][2] if model in runners.RANDOM_DATA else len(x)
     epoch_flop = step_flop / batch_size * n_train
-    extrapolate = set(names) if model in RANDOM_DATA else {"seed"} if model == "cnn" else set()
+    extrapolate = set(names) if model in runners.RANDOM_DATA else {"seed"} if model == "cnn" else set()
     epochs = time_epochs(model, batch_size, [n for n in names if n not in extrapolate], args)
     fws = {}
     for name in names:
@@ -132,7 +119,7 @@ def bench_config(model, batch_size, x, y, args):
     entry = {
         "model": model,
         "batch_size": batch_size,
-        "data": "random" if model in RANDOM_DATA else "mnist",
+        "data": "random" if model in runners.RANDOM_DATA else "mnist",
         "gemm": {
             "step_flop": step_flop,
             "epoch_flop": epoch_flop,
@@ -178,11 +165,11 @@ def main(argv=None):
     peaks = [gemm.peak_rate()]
     results = []
     for model in args.models:
-        x, y = (None, None) if model in RANDOM_DATA else mnist.load(args.data_dir, model)
+        x, y = (None, None) if model in runners.RANDOM_DATA else mnist.load(args.data_dir, model)
         for batch_size in args.batch_sizes or BATCH_SIZES[model]:
             print(f"{model}, batch {batch_size}", file=sys.stderr, flush=True)
-            if model in RANDOM_DATA:
-                x, y = random_data(model, batch_size)
+            if model in runners.RANDOM_DATA:
+                x, y = runners.random_data(model, batch_size)
             results.append(bench_config(model, batch_size, x, y, args))
     peaks.append(gemm.peak_rate())
     for entry in results:

@@ -9,6 +9,17 @@ import numpy as np
 
 LR = 1e-3
 SGD_MODELS = {"resnet20": dict(lr=0.1, momentum=0.9)}  # models trained with SGD, and its settings
+RANDOM_DATA = {"resnet20": ((3, 32, 32), 10, 50_000)}  # models timed on random data: image shape, classes, epoch images
+
+
+def random_data(model, batch_size, seed=0):
+    """Host images of the model's dataset shape (CIFAR-10's for ResNet-20), standard normal like
+    normalised pixels, and random labels: 4 batches, from which ``mnist.batches`` draws distinct
+    ones without an epoch's worth of images in memory."""
+    shape, classes, _ = RANDOM_DATA[model]
+    rng = np.random.default_rng(seed)
+    count = 4 * batch_size
+    return rng.standard_normal((count, *shape), dtype=np.float32), rng.integers(0, classes, count)
 THREADS = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count())  # NumPy's OpenBLAS follows OMP_NUM_THREADS too
 
 
