@@ -249,3 +249,17 @@ def test_sgd_steps_on_digits_reduce_the_loss():
         model.backward_params(loss_fn.backward())
         opt.step()
     assert np.isfinite(losses).all() and np.mean(losses[-4:]) < 0.6 * np.mean(losses[:4]), losses
+
+
+def test_inference_under_no_grad_keeps_no_cache(rng):
+    model = models.ResNet(1, in_channels=1, num_classes=3, widths=[2, 4])
+    x = rng.normal(size=(2, 1, 6, 6)).astype(np.float32)
+    model.eval()
+    expected = model(x)
+    with nn.no_grad():
+        found = model(x)
+    np.testing.assert_array_equal(found, expected)
+    shortcut = next(m for m in model.modules() if isinstance(m, models.ZeroPadShortcut))
+    assert shortcut._x_shape is None
+    with pytest.raises(xpnn.errors.CallOrderError, match="no_grad"):
+        model.backward(np.ones((2, 3), np.float32))
