@@ -75,31 +75,37 @@ ALL_SETTINGS = (*SETTINGS, *LATER_DEFAULTS)
 EVAL_BATCH = 1000
 
 
+def _set_rates(optimizer, rates):
+    """Put ``rates`` (one per group) into ``optimizer``; returns the first group's old and new rate."""
+    old = optimizer.param_groups[0]["lr"]
+    for group, rate in zip(optimizer.param_groups, rates):
+        group["lr"] = rate
+    return old, optimizer.param_groups[0]["lr"]
+
+
 def replan(scheduler, planned, epochs, steps_per_epoch):
     """A resumed run whose total of epochs differs from the plan: the cosine, warm-up + cosine and
-    one-cycle schedules are re-spread over the new total (from where the run is, so the rate moves once and then decays smoothly to
-    zero at the new end); the others continue as they were. Returns the sentence that says so."""
+    one-cycle schedules are re-spread over the new total (from where the run is, so the rate moves
+    once and then decays smoothly to zero at the new end); the others continue as they were.
+    Returns the sentence that says so."""
     lr = scheduler.optimizer.param_groups[0]["lr"] if scheduler is not None else None
+    total = epochs * steps_per_epoch
+    spread = None
     if isinstance(scheduler, optim.CosineAnnealingLR):
-        scheduler.T_max = epochs * steps_per_epoch
-        for group, rate in zip(scheduler.optimizer.param_groups, scheduler.get_lr()):
-            group["lr"] = rate
-        new = scheduler.optimizer.param_groups[0]["lr"]
-        return f"the cosine schedule now decays to 0 over {plural(epochs, 'epoch')} (planned: {planned}); the learning rate goes from {lr:g} to {new:g}"
-    if isinstance(scheduler, optim.SequentialLR) and isinstance(scheduler.schedulers[-1], optim.CosineAnnealingLR):
+        scheduler.T_max = total
+        spread = "the cosine schedule now decays to 0 over", scheduler.get_lr()
+    elif isinstance(scheduler, optim.SequentialLR) and isinstance(scheduler.schedulers[-1], optim.CosineAnnealingLR):
         cosine, start = scheduler.schedulers[-1], scheduler.milestones[-1]
-        cosine.T_max = max(1, epochs * steps_per_epoch - start)
-        if scheduler.last_epoch >= start:
-            for group, rate in zip(scheduler.optimizer.param_groups, cosine.get_lr()):
-                group["lr"] = rate
-        new = scheduler.optimizer.param_groups[0]["lr"]
-        return f"the warm-up + cosine schedule now decays to 0 over {plural(epochs, 'epoch')} (planned: {planned}); the learning rate goes from {lr:g} to {new:g}"
-    if isinstance(scheduler, optim.OneCycleLR):
-        scheduler.total_steps = epochs * steps_per_epoch
-        for group, rate in zip(scheduler.optimizer.param_groups, scheduler.get_lr()):
-            group["lr"] = rate
-        new = scheduler.optimizer.param_groups[0]["lr"]
-        return f"the one-cycle schedule now spans {plural(epochs, 'epoch')} (planned: {planned}); the learning rate goes from {lr:g} to {new:g}"
+        cosine.T_max = max(1, total - start)
+        rates = cosine.get_lr() if scheduler.last_epoch >= start else [g["lr"] for g in scheduler.optimizer.param_groups]
+        spread = "the warm-up + cosine schedule now decays to 0 over", rates
+    elif isinstance(scheduler, optim.OneCycleLR):
+        scheduler.total_steps = total
+        spread = "the one-cycle schedule now spans", scheduler.get_lr()
+    if spread is not None:
+        what, rates = spread
+        old, new = _set_rates(scheduler.optimizer, rates)
+        return f"{what} {plural(epochs, 'epoch')} (planned: {planned}); the learning rate goes from {old:g} to {new:g}"
     if isinstance(scheduler, optim.ExponentialLR):
         return f"the exponential schedule continues as planned for {planned} epochs: the learning rate (now {lr:g}) x{scheduler.gamma:.6g} every step"
     if isinstance(scheduler, optim.StepLR):
