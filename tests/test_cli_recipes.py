@@ -120,3 +120,22 @@ def test_a_checkpoint_from_before_the_recipe_settings_resumes_as_it_was_trained(
     assert main(["train", "--resume", str(out / "model.npz"), "--epochs", "2", "--no-progress"]) == 0
     resumed = load_checkpoint(out / "model.npz").config
     assert (resumed["weight_decay"], resumed["label_smoothing"], resumed["augment"]) == (None, 0.0, False)
+
+
+def test_resnet20_trains_on_a_cifar10_archive_then_resumes_and_evaluates(isolated_env, monkeypatch, capsys):
+    """The issue's command on a synthetic archive in the official layout: train, resume, eval, curves."""
+    info = small_cifar(monkeypatch, "cifar10", train=40, test=10)
+    write_cifar(isolated_env / "data", info)
+    out = isolated_env / "run"
+    argv = ["train", "--dataset", "cifar10", "--model", "resnet20", "--data-dir", str(isolated_env / "data"), "--batch-size", "8", "--no-progress"]
+    assert main([*argv, "--epochs", "1", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "resnet20 (269,722 parameters) on cifar10: 40 training images" in stdout and "sgd lr 0.1" in stdout
+    checkpoint = load_checkpoint(out / "model.npz")
+    assert checkpoint.config["augment"] is True and checkpoint.config["weight_decay"] == 5e-4 and checkpoint.config["image_shape"] == [3, 32, 32]
+    assert sorted(p.name for p in out.iterdir()) == ["curves.png", "history.json", "model.npz"]
+    assert main(["train", "--resume", str(out / "model.npz"), "--epochs", "2", "--no-progress"]) == 0
+    assert load_checkpoint(out / "model.npz").epoch == 2
+    capsys.readouterr()
+    assert main(["eval", str(out / "model.npz"), "--json"]) == 0
+    assert '"samples": 10' in capsys.readouterr().out
