@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import DataError, MissingDataError
 from .fetch import download_files, missing_message
+from .folders import data_dirs
 from .idx import open_regular
 from .registry import EXTRA_MAX
 
@@ -34,7 +35,7 @@ PICKLE_MAGIC = 0x80  # the first byte of a pickle of protocol 2 or later; no lab
 
 def load_records(info, split, root, download):
     """(images uint8 (N, C, H, W), labels int64 (N,)) of ``split`` of a record-archive dataset, from
-    its extracted folder or its archive under the data directories (see ``datasets.data_dirs``);
+    its extracted folder or its archive under the data directories (see ``folders.data_dirs``);
     the archive is downloaded (checksummed, atomically) when neither is found and ``download``."""
     kind, path = locate(info, split, root, download)
     return read_folder(path, info, split) if kind == "folder" else read_archive(path, info, split)
@@ -69,7 +70,6 @@ def locate(info, split, root, download):
     extracted, or else the archive; when neither is there, the archive is downloaded if allowed, into
     the directory that holds some form of the dataset, else the first one searched. A pickle version
     found where no binary one is is a DataError that says so."""
-    from .datasets import data_dirs  # datasets imports this module
 
     layout = info.records
     dirs = data_dirs(info.name, root)

@@ -2,9 +2,7 @@
 missing, read and check them, and hand out normalised arrays ready for a model."""
 
 import numbers
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -13,6 +11,7 @@ from .cifar import load_records, locate
 from .digits import PATH as DIGITS_PATH
 from .digits import load_digits
 from .fetch import download_files, missing_message
+from .folders import data_dirs
 from .idx import read_idx
 from .registry import DATASETS, dataset_info
 
@@ -97,24 +96,6 @@ def _per_channel(value):
 
 def _size_text(size):
     return "x".join(str(d) for d in size)
-
-
-def data_dirs(name, root=None):
-    """The directories searched for dataset ``name``, in order; the first is where downloads go.
-
-    The base is ``root`` if given, else ``$XPNN_DATA_DIR`` if set (files either directly in it or in
-    ``<base>/<name>/``), else ``$XDG_CACHE_HOME/xpnn/<name>`` (``~/.cache/xpnn/<name>``).
-    """
-    base = root if root is not None else os.environ.get("XPNN_DATA_DIR")
-    if not base:
-        cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        return [Path(cache) / "xpnn" / name]
-    base = Path(base).expanduser()
-    if base.name == name:
-        return [base]
-    if base.name in DATASETS:  # another dataset's folder (mnist/ when asking for fashion-mnist): same file names
-        return [base / name]
-    return [base / name, base]
 
 
 def _spellings(stem):
