@@ -9,7 +9,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("backend", "functional", "nn", "optim", "data", "models", "train")
+_SUBMODULES = ("backend", "functional", "nn", "optim", "data", "models", "train", "onnx")
 _NAMES = {"Trainer": "train", "plot_history": "train", "XpnnError": "errors", "manual_seed": "random",
           "no_grad": "nn", "enable_grad": "nn", "set_grad_enabled": "nn", "is_grad_enabled": "nn", "summary": "nn",
           "gradcheck": "gradient_check", "GradcheckError": "gradient_check",
