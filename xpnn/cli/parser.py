@@ -9,6 +9,7 @@ from .. import __version__
 from ..data.registry import DATASETS
 from ..models import MODELS
 from .evaluate import eval_command
+from .export import export_command
 from .info import info_command
 from .recipes import DEFAULTS, MODEL_DEFAULTS, OPTIMIZERS, SCHEDULES
 from .train import train_command
@@ -69,7 +70,7 @@ def _per_model(key):
 def build_parser():
     parser = _Parser(prog="xpnn", description="Train and evaluate small neural networks on NumPy (CPU) or CuPy (CUDA).")
     parser.add_argument("--version", action="version", version=f"xpnn {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,info}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,export,info}")
 
     train = commands.add_parser(
         "train",
@@ -123,6 +124,17 @@ def build_parser():
     evaluate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object (loss, accuracy, confusion_matrix) instead of text")
     evaluate.set_defaults(func=eval_command)
+
+    export = commands.add_parser(
+        "export", help="write a checkpoint's model as an ONNX file",
+        description="Write CHECKPOINT's model in eval form (BatchNorm's running statistics, no dropout) as an ONNX graph "
+        "with a dynamic batch dimension, for ONNX Runtime. Needs the onnx extra: pip install 'xpnn[onnx]'.",
+    )
+    export.add_argument("checkpoint", metavar="CHECKPOINT", help="a model.npz written by xpnn train")
+    export.add_argument("--onnx", required=True, metavar="PATH", help="the .onnx file to write (refused if it exists, unless --overwrite)")
+    export.add_argument("--opset", type=_int_at_least(17, "an opset >= 17"), default=17, help="ONNX opset (default 17; Gelu is its own operator from 20)")
+    export.add_argument("--overwrite", action="store_true", help="replace PATH if it exists")
+    export.set_defaults(func=export_command)
 
     info = commands.add_parser("info", help="versions, backends and devices", description="Print versions, backends and devices.")
     info.set_defaults(func=info_command)
