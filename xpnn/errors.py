@@ -52,3 +52,7 @@ class DivergenceWarning(UserWarning):
 
 class CallOrderError(XpnnError, RuntimeError):
     """A method was called before the one whose results it needs (backward before forward)."""
+
+
+class DistributedError(XpnnError, RuntimeError):
+    """Ranks of a data-parallel run disagree (seeds, models, batch sizes) or a rank failed."""

@@ -101,6 +101,29 @@ class DataLoader:
         batches = self._slices(bounds) if order is None else self._gather(order, bounds)
         return ((self.transform(xb, augment), yb) for xb, yb in batches)
 
+    def shard_batches(self, rank, size):
+        """One epoch for rank ``rank`` of ``size`` data-parallel ranks: ``(xb, yb, n)`` with this
+        rank's contiguous part of each global batch (``xpnn.distributed.data_parallel.shard_bounds``)
+        and the global batch size ``n``. The shuffle and the batches are the ones ``iter()`` would
+        draw, so N ranks together see exactly a one-process epoch; only the rank's rows are
+        gathered. A transform draws its randomness for the rank's rows only, so augmented batches
+        differ from a one-process run's (the order does not)."""
+        from ..distributed.data_parallel import shard_bounds
+
+        n, step = self.dataset_size, self.batch_size
+        bounds = [(s, min(s + step, n)) for s in range(0, len(self) * step, step)]
+        order = backend.asarray(self.generator.permutation(n), self.xp, device=self.device) if self.shuffle else None
+        augment = np.random.default_rng(int(self.generator.integers(2**63))) if self.transform is not None else None
+        parts = [(a + shard_bounds(b - a, rank, size)[0], a + shard_bounds(b - a, rank, size)[1]) for a, b in bounds]
+        batches = self._slices(parts) if order is None else self._gather(order, parts)
+        return self._with_sizes(bounds, batches, augment)
+
+    def _with_sizes(self, bounds, batches, augment):
+        for (a, b), (xb, yb) in zip(bounds, batches):
+            if augment is not None and xb.shape[0]:
+                xb = self.transform(xb, augment)
+            yield xb, yb, b - a
+
     def _slices(self, bounds):
         return ((self.x[a:b, ...], self.y[a:b, ...]) for a, b in bounds)
 

@@ -44,6 +44,8 @@ class ModelCheckpoint(Callback):
     :class:`~xpnn.errors.NonFiniteLossError` and the previous checkpoint stays the last good one.
     ``last_saved`` is the epoch of the latest checkpoint written (None before the first)."""
 
+    rank_zero_only = True  # in a data-parallel fit only rank 0 writes (xpnn.distributed)
+
     def __init__(self, path, config=None):
         self.path = path
         self.config = dict(config or {})

@@ -36,10 +36,20 @@ class Trainer:
     (``nn.utils.clip_grad_norm_``) between the backward pass and the optimizer step; None: no clipping.
     ``log_every``: steps between reads of the running loss (NaN check, progress bar).
     ``verbose``: print one summary line per epoch on stdout.
+    ``distributed``: data-parallel training over the ranks of an MPI job (``mpiexec -n N``): True or
+    "auto" (MPI when launched by mpiexec, else one process), "mpi", "nccl", or a
+    :class:`~xpnn.distributed.Communicator`. Each rank must build the same model, optimizer and
+    loader with the same seed; :meth:`fit` checks that they agree, broadcasts rank 0's weights and
+    optimizer state, trains each rank on its shard of every global batch with the gradients averaged
+    (the steps equal a one-process run's with the same global batch, to summation order), reports
+    global metrics, prints and runs ``rank_zero_only`` callbacks (checkpoints) on rank 0 alone, and
+    ends every rank with one error naming the rank when one fails (``xpnn.distributed.data_parallel``).
+    BatchNorm's batch statistics are per rank; its running statistics are rank 0's (broadcast before
+    each evaluation). :meth:`evaluate` is collective then: every rank must call it.
     """
 
     def __init__(self, model, optimizer, loss_fn=None, metrics=("accuracy",), scheduler=None, scheduler_interval="epoch", log_every=50, verbose=True,
-                 clip_grad_norm=None):
+                 clip_grad_norm=None, distributed=None):
         self.model = model
         self.optimizer = optimizer
         self.loss_fn = nn.CrossEntropyLoss() if loss_fn is None else loss_fn
@@ -74,6 +84,15 @@ class Trainer:
         self.initial_loss = None  # the loss of this fit's first step
         self.last_step_lr = None  # the learning rate of the latest optimizer step
         self.start_epoch = 0  # the epoch the latest fit started from
+        self._dp = None
+        if distributed not in (None, False):
+            from ..distributed.comm import get_communicator
+            from ..distributed.data_parallel import DataParallel
+
+            comm = get_communicator(distributed)
+            if comm.size > 1:
+                self._dp = DataParallel(comm, model, optimizer)
+        self.rank = 0 if self._dp is None else self._dp.rank
 
     # ---- training --------------------------------------------------------------------------
 
@@ -95,6 +114,15 @@ class Trainer:
         notebook, not into a file or a pipe.
 
         Example: ``trainer.fit((x, y), epochs=5, valid=(x_val, y_val), batch_size=64)``."""
+        if self._dp is None:
+            return self._fit(train, epochs, valid, callbacks, start_epoch, progress, batch_size, shuffle)
+        try:
+            return self._fit(train, epochs, valid, callbacks, start_epoch, progress, batch_size, shuffle)
+        except BaseException as exc:  # one rank alone cannot leave a collective: end the job
+            self._dp.fail(exc)
+            raise
+
+    def _fit(self, train, epochs, valid, callbacks, start_epoch, progress, batch_size, shuffle):
         epochs = _check_epochs(epochs, start_epoch)
         train_loader = self._as_loader(train, "Trainer.fit", batch_size, shuffle, default_batch=32, default_shuffle=True)
         if valid is not None:
@@ -103,6 +131,15 @@ class Trainer:
         if hasattr(train_loader, "__len__") and len(train_loader) == 0:
             raise ConfigError("Trainer.fit: the training loader yields no batches (an empty dataset?); expected at least one")
         self.train_loader = train_loader
+        dp = self._dp
+        if dp is not None:
+            from ..distributed.data_parallel import signature
+
+            dp.check_consistent(signature(self.model, self.optimizer, train_loader, {"start_epoch": start_epoch, "epochs": epochs}))
+            dp.broadcast_state()
+            if self.rank != 0:
+                callbacks = [cb for cb in callbacks if not getattr(cb, "rank_zero_only", False)]
+                progress = False
         self.stop_training = False
         self.initial_loss = None
         self.start_epoch = start_epoch
@@ -128,7 +165,7 @@ class Trainer:
             elif self.scheduler is not None and self.scheduler_interval == "epoch":
                 self.scheduler.step()
             logs = {key: value for key, value in record.items() if value is not None}
-            if self.verbose:
+            if self.verbose and self.rank == 0:
                 print(_summary(epoch, epochs, logs), file=sys.stdout, flush=True)
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
@@ -155,6 +192,9 @@ class Trainer:
         total = len(loader) if hasattr(loader, "__len__") else None
         bar = progress_bar(progress, total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, dynamic_ncols=True, mininterval=0)
         try:
+            if self._dp is not None:
+                self._train_shards(loader, tally, bar, epoch, total, flush_at)
+                loader = ()
             for xb, yb in loader:
                 logits = forward(xb)
                 loss = loss_forward(logits, yb)
@@ -181,6 +221,41 @@ class Trainer:
             raise ConfigError(f"Trainer.fit: the training loader yielded no samples in epoch {epoch + 1}; expected at least one batch")
         self.last_step_lr = tally.last_lr
         return tally.mean_loss(), tally.accuracy()
+
+    def _train_shards(self, loader, tally, bar, epoch, total, flush_at):
+        """The data-parallel epoch: this rank's shard of each global batch, the gradients averaged
+        over the ranks before clipping and the step; the tallied loss and count are global."""
+        dp, model = self._dp, self.model
+        forward, backward = model.forward, model.backward_params
+        loss_forward, loss_backward = self.loss_fn.forward, self.loss_fn.backward
+        zero_grad, step = self.optimizer.zero_grad, self.optimizer.step
+        first_group, count, weighted = self.optimizer.param_groups[0], self._count, self._loss_weighted
+        schedule = self.scheduler.step if self.scheduler is not None and self.scheduler_interval == "step" else None
+        max_norm, params = self.clip_grad_norm, dp.params
+        for xb, yb, n in dp.shard(loader):
+            n_local = xb.shape[0]
+            zero_grad()
+            loss = correct = None
+            if n_local:
+                logits = forward(xb)
+                loss = loss_forward(logits, yb)
+                backward(loss_backward())
+                if count is not None:
+                    correct = count(logits, yb)
+            loss, correct = dp.reduce_step(n_local, n, loss, correct, weighted)
+            if max_norm is not None:
+                clip_grad_norm_(params, max_norm)
+            tally.rates.append(first_group["lr"])
+            step()
+            if schedule is not None:
+                schedule()
+            tally.losses.append(loss)
+            tally.sizes.append(n)
+            if count is not None:
+                tally.correct.append(correct)
+            if len(tally.losses) == flush_at:
+                self._read_back(tally, bar, epoch, total)
+                flush_at = self.log_every
 
     def _read_back(self, tally, bar, epoch, total):
         """One device sync: fetch the pending per-step values, stop on a non-finite loss, advance the bar."""
@@ -216,6 +291,10 @@ class Trainer:
         forward, loss_forward, count = model.forward, self.loss_fn.forward, self._count
         tally = _Tally(self._loss_weighted, count is not None)
         losses, correct, sizes = tally.losses, tally.correct, tally.sizes
+        dp = self._dp
+        if dp is not None:  # each rank evaluates its shard of every batch of rank 0's model
+            dp.broadcast_buffers()
+            loader = ((xb, yb) for xb, yb, _ in dp.shard(loader) if xb.shape[0])
         try:
             for xb, yb in loader:
                 logits = forward(xb)
@@ -228,6 +307,9 @@ class Trainer:
             tally.flush()
         finally:
             model.train(was_training)
+        if dp is not None:
+            loss_sum, correct_sum, samples = dp.reduce_totals(tally.loss_sum, tally.correct_sum, tally.samples)
+            tally.loss_sum, tally.correct_sum, tally.samples = loss_sum, int(round(correct_sum)), int(round(samples))
         if not tally.samples:
             raise ConfigError("Trainer.evaluate: the loader yielded no samples (an empty dataset?); expected at least one batch")
         result = {"loss": tally.mean_loss()}
