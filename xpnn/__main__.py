@@ -10,6 +10,9 @@ import sys
 
 def main(argv=None):
     """Run the ``xpnn`` command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    from .distributed.launch import limit_threads
+
+    limit_threads()  # under mpiexec, before NumPy and Numba read their thread counts
     try:
         from .cli import main as run
     except KeyboardInterrupt:

@@ -114,6 +114,11 @@ def build_parser():
     train.add_argument("--overwrite", action="store_true", help="let this run replace the checkpoint, history and curves already in --out")
     train.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in CHECKPOINT (a model.npz) up to --epochs")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (the per-epoch lines stay); there is none when stderr is not a terminal")
+    train.add_argument(
+        "--distributed", choices=("auto", "mpi", "nccl", "none"), default="auto",
+        help="data-parallel training under mpiexec -n N: auto (MPI when an MPI launcher started several ranks; the default), mpi, "
+        "nccl (CuPy, one GPU a rank: --device cuda) or none",
+    )
     train.set_defaults(func=train_command)
 
     evaluate = commands.add_parser(

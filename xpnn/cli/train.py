@@ -90,6 +90,32 @@ def _chance_level(accuracy, labels):
 
 
 def train_command(args):
+    """``xpnn train``; under ``mpiexec -n N`` (or ``--distributed``) one rank of a data-parallel
+    run: an error on any rank is printed once, naming the rank, and ends every rank (MPI abort)."""
+    from ..distributed.comm import get_communicator
+
+    comm = get_communicator(getattr(args, "distributed", "auto"))
+    if comm.size == 1:
+        return _train(args, comm)
+    from ..distributed.data_parallel import fail
+
+    try:
+        return _train(args, comm)
+    except BaseException as exc:
+        fail(comm, exc)
+        raise
+
+
+def _rank_device(device, comm):
+    """The device of this rank: on CUDA, GPU ``local_rank`` unless a GPU was named."""
+    if comm.size > 1 and device.strip().lower() == "cuda":
+        return f"cuda:{comm.local_rank}"
+    if comm.name == "nccl" and not device.strip().lower().startswith("cuda"):
+        raise ConfigError(f"--distributed nccl reduces GPU arrays: expected --device cuda, found --device {device}")
+    return device
+
+
+def _train(args, comm):
     from .. import nn
     from .. import random as xpnn_random
     from ..data import DataLoader, load_dataset
@@ -98,8 +124,15 @@ def train_command(args):
 
     checkpoint = load_run_checkpoint(args.resume, SETTINGS) if args.resume is not None else None
     s = resolve_settings(args, checkpoint)
-    xp = backend.resolve(args.device)  # fails fast on --device cuda without CuPy or a GPU
-    folder = _run_folder(args, s, checkpoint)
+    xp = backend.resolve(_rank_device(args.device, comm))  # fails fast on --device cuda without CuPy or a GPU
+    if comm.size == 1:
+        folder = _run_folder(args, s, checkpoint)
+    else:  # rank 0 chooses and checks the folder; the others only learn its path, and never write
+        from ..train import RunFolder
+
+        folder = _run_folder(args, s, checkpoint) if comm.rank == 0 else None
+        path = comm.allgather(str(folder.path) if folder is not None else None)[0]
+        folder = folder if folder is not None else RunFolder(path)
     data_dir = args.data_dir or remembered_data_dir(checkpoint)
     try:
         train_set = load_dataset(s["dataset"], train=True, root=data_dir)
@@ -123,14 +156,18 @@ def train_command(args):
     config["clip_grad_norm"] = args.clip_grad_norm if args.clip_grad_norm is not None or checkpoint is None else checkpoint.config.get("clip_grad_norm")
 
     loss_fn = nn.CrossEntropyLoss(label_smoothing=s["label_smoothing"])
-    trainer = Trainer(model, optimizer, loss_fn=loss_fn, scheduler=scheduler, scheduler_interval="step", clip_grad_norm=config["clip_grad_norm"])
+    trainer = Trainer(model, optimizer, loss_fn=loss_fn, scheduler=scheduler, scheduler_interval="step", clip_grad_norm=config["clip_grad_norm"],
+                      distributed=comm if comm.size > 1 else None)
     start = 0
     if checkpoint is not None:
         start = trainer.restore(checkpoint, loader=train_loader)
         refuse_non_finite(checkpoint, model, optimizer)
-        if s["epochs"] != checkpoint.config["epochs"]:
+        if s["epochs"] != checkpoint.config["epochs"] and comm.rank == 0:
             print("xpnn: " + replan(scheduler, checkpoint.config["epochs"], s["epochs"], len(train_loader)), file=sys.stderr)
 
+    if comm.rank != 0:  # the other ranks train and evaluate; rank 0 writes and reports
+        _fit(args, s, trainer, folder, checkpoint, config, train_loader, test_loader, train_set, test_set, start, y_test)
+        return 0
     removed = folder.claim()
     try:
         if removed:
@@ -147,21 +184,26 @@ def _fit(args, s, trainer, folder, checkpoint, config, train_loader, test_loader
     from ..train import Callback, ModelCheckpoint, WarnOnDivergence
 
     saver = ModelCheckpoint(folder.checkpoint, config=config)
+    rank = trainer.rank
 
     class WriteHistory(Callback):
+        rank_zero_only = True
+
         def on_epoch_end(self, epoch, logs):
             with signals_held():
                 self.trainer.history.save(folder.history)
 
     model = trainer.model
     verb = f"resuming at epoch {start + 1}" if checkpoint is not None else "training"
-    print(
-        f"xpnn: {verb} {s['model']} ({model.num_parameters():,} parameters) on {train_set.name}: {len(train_set)} training images, "
-        f"validation = the {len(test_set)}-image test split; device {backend.device_name(model.xp)}; {s['optimizer']} lr {s['lr']:g}, "
-        f"batch {s['batch_size']}, {s['schedule']} schedule, {plural(s['epochs'], 'epoch')}, seed {s['seed']}; run folder {folder.path}",
-        flush=True,
-    )
-    callbacks = [saver, WriteHistory(), WarnOnDivergence()]
+    ranks = f" on {trainer._dp.size} ranks ({trainer._dp.comm.name})" if trainer._dp is not None else ""
+    if rank == 0:
+        print(
+            f"xpnn: {verb} {s['model']} ({model.num_parameters():,} parameters) on {train_set.name}: {len(train_set)} training images, "
+            f"validation = the {len(test_set)}-image test split; device {backend.device_name(model.xp)}; {s['optimizer']} lr {s['lr']:g}, "
+            f"batch {s['batch_size']}{ranks}, {s['schedule']} schedule, {plural(s['epochs'], 'epoch')}, seed {s['seed']}; run folder {folder.path}",
+            flush=True,
+        )
+    callbacks = [saver, WriteHistory(), WarnOnDivergence()] if rank == 0 else []
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is reported once, by NonFiniteLossError
             history = trainer.fit(train_loader, s["epochs"], valid=test_loader, callbacks=callbacks, start_epoch=start, progress=False if args.no_progress else None)
@@ -169,6 +211,8 @@ def _fit(args, s, trainer, folder, checkpoint, config, train_loader, test_loader
         raise type(exc)(_kept(saver, checkpoint)) from None
     except NonFiniteLossError as exc:
         raise NonFiniteLossError(f"{exc}; {_kept(saver, checkpoint)}") from None
+    if rank != 0:
+        return 0
 
     written = [f"{folder.checkpoint} (checkpoint)", str(folder.history)]
     if importlib.util.find_spec("matplotlib") is not None:

@@ -142,16 +142,25 @@ class DataParallel:
     # ---- failure ------------------------------------------------------------------------------
 
     def fail(self, exc):
-        """Print this rank's error as one line naming the rank and end the whole job. An error
-        every rank raises at once (a CollectiveError: the ranks disagree) is printed by rank 0
-        alone; the others wait for its abort (and abort themselves after a few seconds)."""
-        if isinstance(exc, CollectiveError) and self.rank != 0:
-            time.sleep(ABORT_GRACE)
-            self.comm.abort(2)
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        kind = "" if message.startswith("ranks disagree") or hasattr(exc, "__module__") and str(type(exc).__module__).startswith("xpnn") else f"{type(exc).__name__}: "
-        print(f"xpnn: error: rank {self.rank} of {self.size}: {kind}{message}", file=sys.stderr, flush=True)
-        self.comm.abort(2)
+        """End the job after this rank's error (see :func:`fail`)."""
+        fail(self.comm, exc)
+
+
+def fail(comm, exc):
+    """Print this rank's error as one line naming the rank, ``xpnn: error: rank K of N: ...``, and
+    end the whole job (exit status 2). An error every rank raises at once (a CollectiveError: the
+    ranks disagree) is printed by rank 0 alone; the others wait for its abort (and abort
+    themselves after ABORT_GRACE seconds)."""
+    if isinstance(exc, CollectiveError) and comm.rank != 0:
+        time.sleep(ABORT_GRACE)
+        comm.abort(2)
+    message = " ".join(str(exc).split())
+    if isinstance(exc, KeyboardInterrupt):
+        message = "interrupted" + (f"; {message}" if message else "")
+    elif not type(exc).__module__.startswith("xpnn"):
+        message = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    print(f"xpnn: error: rank {comm.rank} of {comm.size}: {message}", file=sys.stderr, flush=True)
+    comm.abort(2)
 
 
 def signature(model, optimizer, loader, extra=None):
