@@ -4,7 +4,7 @@ or as one plain process (the reference). ``python tests/distributed_worker.py MO
 Modes: ``train`` (an MLP in float64 or a small CNN, Adam, batches of 16 over 50 samples so the last
 global batch of 2 leaves a rank an empty shard at N = 3; writes each rank's weights), ``bad_data``
 (rank 1's labels are out of range), ``seed`` (each rank seeds differently), ``resume`` (continue
-OUT/ckpt.npz to EPOCHS). Every rank writes OUT/rank{r}.npz (weights) and OUT/rank{r}.json."""
+OUT/ckpt.npz to EPOCHS), ``kill`` (rank 1 is SIGKILLed as its second epoch begins). Every rank writes OUT/rank{r}.npz (weights) and OUT/rank{r}.json."""
 
 import json
 import os
@@ -41,10 +41,18 @@ def main(mode, out, epochs=2, model_kind="mlp"):
     optimizer = optim.Adam(model.parameters(), lr=0.01)
     trainer = Trainer(model, optimizer, log_every=2, distributed=comm if comm.size > 1 else None)
     saver = ModelCheckpoint(os.path.join(out, "ckpt.npz"))
+    callbacks = [saver]
+    if mode == "kill" and rank == 1:  # rank 1 dies without a word in its second epoch
+        class Die(xpnn.train.Callback):
+            def on_epoch_begin(self, epoch):
+                if epoch == 1:
+                    os.kill(os.getpid(), 9)
+
+        callbacks.append(Die())
     start = 0
     if mode == "resume":
         start = trainer.restore(os.path.join(out, "ckpt.npz"), loader)
-    history = trainer.fit(loader, int(epochs), valid=(x, y), callbacks=[saver], start_epoch=start, progress=False)
+    history = trainer.fit(loader, int(epochs), valid=(x, y), callbacks=callbacks, start_epoch=start, progress=False)
     np.savez(os.path.join(out, f"rank{rank}.npz"), **{name: np.asarray(p.data) for name, p in model.named_parameters()})
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump({"size": comm.size, "last_saved": saver.last_saved, "history": {k: list(v) for k, v in history.items()}}, f)
