@@ -30,7 +30,7 @@ def _linear_layout(layer):
     y = backend.to_numpy(layer(backend.asarray(probe, layer.xp, w.dtype, layer.device))).astype(np.float64)
     if layer.bias is not None:
         y = y - backend.to_numpy(layer.bias.data).astype(np.float64)
-    return np.abs(y - probe @ host.T).max() < np.abs(y - probe @ host).max()
+    return bool(np.abs(y - probe @ host.T).max() < np.abs(y - probe @ host).max())
 
 
 @register_converter(nn.Linear)

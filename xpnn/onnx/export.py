@@ -53,13 +53,19 @@ def _onnx():
 
 
 def _converter_for(module):
-    """The converter of the class whose ``forward`` the module runs (a subclass that only changes
-    ``__init__``, as the models do of Sequential, converts as its parent)."""
-    if type(module) in _CONVERTERS:
-        return _CONVERTERS[type(module)]
-    for cls in type(module).__mro__:
-        if "forward" in cls.__dict__:
-            return _CONVERTERS.get(cls)
+    return converter_for_class(type(module))
+
+
+def converter_for_class(cls):
+    """The converter of the nearest class in ``cls``'s MRO that has one, unless a class before it
+    defines its own ``forward`` (a subclass that only changes ``__init__``, as the models do of
+    Sequential and ReLU6 of Hardtanh, converts as its parent; one that computes something else
+    has no converter until it registers one)."""
+    for base in cls.__mro__:
+        if base in _CONVERTERS:
+            return _CONVERTERS[base]
+        if "forward" in base.__dict__:
+            return None
     return None
 
 
@@ -200,7 +206,7 @@ def export(model, sample_input, path=None, opset=DEFAULT_OPSET, dynamic_batch=Tr
     graph = helper.make_graph(
         ctx.nodes, type(model).__name__,
         [helper.make_tensor_value_info(INPUT, onnx.TensorProto.FLOAT, [batch, *map(int, x.shape[1:])])],
-        [helper.make_tensor_value_info(OUTPUT, onnx.TensorProto.FLOAT, [batch, *map(int, y.shape[1:])])],
+        [helper.make_tensor_value_info(OUTPUT, onnx.TensorProto.FLOAT, _output_shape(y, x, dynamic_batch))],
         initializer=ctx.initializers,
     )
     from .. import __version__
@@ -216,6 +222,15 @@ def export(model, sample_input, path=None, opset=DEFAULT_OPSET, dynamic_batch=Tr
         with atomic_write(path) as f:
             f.write(data)
     return proto
+
+
+def _output_shape(y, x, dynamic_batch):
+    """The output's declared shape: its first dimension is the batch when it keeps the input's
+    (an output that merged the batch into another dimension has that one unnamed)."""
+    shape = [int(d) for d in y.shape]
+    if dynamic_batch and shape:
+        shape[0] = BATCH if y.ndim >= 1 and shape[0] == int(x.shape[0]) else None
+    return shape
 
 
 def _ir_version_for(onnx, opset):
