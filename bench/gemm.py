@@ -21,7 +21,8 @@ def layer_gemms(model, image):
             continue
         shape = layer._output_shape  # what the forward wrapper recorded for backward's check
         if weight.data.ndim == 2:
-            shapes.append((math.prod(shape[1:-1]), *weight.data.shape))
+            out, k = weight.data.shape  # Linear's (out, in)
+            shapes.append((math.prod(shape[1:-1]), k, out))
         elif weight.data.ndim == 4:
             out, cin, kh, kw = weight.data.shape
             shapes.append((math.prod(shape[2:]), cin * kh * kw, out))
@@ -44,14 +45,15 @@ def flops(gemms):
 
 
 def _operands(role, m, k, n, rng):
-    """The operands in the layout the layer uses: x @ W, x.T @ g, g @ W.T."""
+    """The operands in the layout the layer uses: x @ W.T, g.T @ x, g @ W (W is (out, in); dW's
+    (K, N) here is the product's transpose, the same arithmetic)."""
     def rand(*shape):
         return rng.standard_normal(shape, dtype=np.float32)
     if role == "dW":
-        return rand(k, m).T, rand(k, n)
+        return rand(k, n).T, rand(k, m)  # g.T @ x: (N, K) @ (K, M)
     if role == "dX":
-        return rand(m, k), rand(n, k).T
-    return rand(m, k), rand(k, n)
+        return rand(m, k), rand(k, n)  # g @ W
+    return rand(m, k), rand(n, k).T  # x @ W.T
 
 
 def seconds(role, m, k, n, min_calls=5, min_seconds=0.05, rng=None):

@@ -202,8 +202,8 @@ def build_torch(name):
 
 
 def copy_weights_to_torch(model, twin):
-    """Load the xpnn model's parameters into its PyTorch twin (Linear weights transposed: xpnn
-    stores (in, out), PyTorch (out, in)); raises if the two do not line up."""
+    """Load the xpnn model's parameters into its PyTorch twin (the same layouts, Linear's (out, in)
+    included); raises if the two do not line up."""
     import torch
 
     from xpnn import backend
@@ -215,10 +215,7 @@ def copy_weights_to_torch(model, twin):
     with torch.no_grad():
         for i, (a, t) in enumerate(zip(mine, theirs)):
             if tuple(a.shape) != tuple(t.shape):
-                if a.ndim == 2 and tuple(a.T.shape) == tuple(t.shape):
-                    a = a.T
-                else:
-                    raise AssertionError(f"parameter {i}: xpnn {a.shape} against PyTorch {tuple(t.shape)}")
+                raise AssertionError(f"parameter {i}: xpnn {a.shape} against PyTorch {tuple(t.shape)}")
             t.copy_(torch.from_numpy(np.ascontiguousarray(a)))
 
 

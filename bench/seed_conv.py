@@ -99,7 +99,8 @@ class NaiveSeedCNN:
     """The seed CNN as a notebook writes it: float64 arrays and hand-written backward."""
 
     def __init__(self, state):
-        self.p = {k: np.asarray(v, dtype=np.float64).copy() for k, v in state.items()}
+        # the notebook keeps Linear weights (in, out); xpnn's state_dict has PyTorch's (out, in)
+        self.p = {k: np.array(v.T if v.ndim == 2 else v, dtype=np.float64) for k, v in state.items()}
 
     def step(self, x, labels):
         p = self.p

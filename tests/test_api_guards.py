@@ -41,7 +41,7 @@ def _assert_same_state(before, module):
     ("3.bias", np.zeros(2, dtype=np.complex64), r"3.bias expected a floating dtype like the module's float32, got complex64"),
     ("3.bias", np.array(["a", "b"]), r"3.bias expected a floating dtype like the module's float32, got str"),
     ("3.bias", [0.0, 0.0], r"3.bias expected an array, got list"),
-    ("3.weight", np.zeros((2, 3), dtype=np.float32), r"3.weight expected shape \(3, 2\), got \(2, 3\)"),
+    ("3.weight", np.zeros((3, 2), dtype=np.float32), r"3.weight expected shape \(2, 3\), got \(3, 2\)"),
     ("1.num_batches_tracked", np.array(2.5), r"1.num_batches_tracked expected an integer dtype like the module's int64, got float64"),
 ])
 def test_module_load_state_dict_is_all_or_nothing(entry, value, message):
@@ -113,8 +113,8 @@ def _mutate(path, value):
     (_mutate(("state", 0, "step"), "x"), r"state 'step' of parameter 0: expected an int >= 0, got 'x'"),
     (_mutate(("state", 0, "step"), -1), r"state 'step' of parameter 0: expected an int >= 0, got -1"),
     (_mutate(("state", 9), {}), r"expected state indices of parameters 0..5, each once, got 9"),
-    (_mutate(("state", 0, "exp_avg"), np.zeros((4, 4), dtype=np.float32)), r"state 'exp_avg' of parameter 0: expected shape \(4, 3\), got \(4, 4\)"),
-    (_mutate(("state", 0, "exp_avg"), np.zeros((4, 3), dtype=np.int32)), r"state 'exp_avg' of parameter 0: expected a floating dtype, got int32"),
+    (_mutate(("state", 0, "exp_avg"), np.zeros((4, 4), dtype=np.float32)), r"state 'exp_avg' of parameter 0: expected shape \(3, 4\), got \(4, 4\)"),
+    (_mutate(("state", 0, "exp_avg"), np.zeros((3, 4), dtype=np.int32)), r"state 'exp_avg' of parameter 0: expected a floating dtype, got int32"),
     (_mutate(("state", 0, "exp_avg_sq"), KeyError), r"expected the state of parameter 0 to hold \['exp_avg', 'exp_avg_sq', 'step'\], got \['exp_avg', 'step'\]"),
     (_mutate(("param_groups", 0, "lr"), "fast"), r"param group 0: expected lr to be a finite number >= 0, got 'fast'"),
     (_mutate(("param_groups", 0, "lr"), float("nan")), r"param group 0: expected lr to be a finite number >= 0, got nan"),

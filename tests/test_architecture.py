@@ -383,7 +383,7 @@ def test_checkpoint_architecture_is_checked_on_load_and_build(tmp_path):
 
     save_checkpoint(path, _digits_model())  # one that does not fit its weights
     _rewrite_meta(path, lambda meta: meta["model"]["architecture"]["args"]["modules"][1]["args"].update(in_features=32))
-    with pytest.raises(CheckpointError, match=r"does not fit this Sequential: 1\.weight has shape \(64, 16\) in the checkpoint but \(32, 16\)"):
+    with pytest.raises(CheckpointError, match=r"does not fit this Sequential: 1\.weight has shape \(16, 64\) in the checkpoint but \(16, 32\)"):
         load_checkpoint(path).build_model()
 
 

@@ -186,10 +186,10 @@ def test_checkpoint_of_another_model_is_rejected_and_changes_nothing(digits, tmp
     save_checkpoint(path, trainer.model, trainer.optimizer, config={"model": "mlp"})
     other = MLP([64, 16, 10], dropout=0.2)
     before = _params(other)
-    with pytest.raises(CheckpointError, match=r"model.npz \(a 'mlp' model\) does not fit this MLP: 1.weight has shape \(64, 32\) in the checkpoint but \(64, 16\) in the model \(and 2 more\)$"):
+    with pytest.raises(CheckpointError, match=r"model.npz \(a 'mlp' model\) does not fit this MLP: 1.weight has shape \(32, 64\) in the checkpoint but \(16, 64\) in the model \(and 2 more\)$"):
         restore(path, other)
     deeper = MLP([64, 32, 32, 10], dropout=0.2)
-    with pytest.raises(CheckpointError, match=r"does not fit this MLP: missing 7.weight, 7.bias; 4.weight has shape \(32, 10\)"):
+    with pytest.raises(CheckpointError, match=r"does not fit this MLP: missing 7.weight, 7.bias; 4.weight has shape \(10, 32\)"):
         restore(path, deeper)
     for name, value in other.state_dict().items():
         np.testing.assert_array_equal(value, before[name])
@@ -343,7 +343,8 @@ def _second_reference(meta):
         (_set("epoch", -5), r"epoch: expected a whole number in \[0, 10,000,000\], found -5$"),
         (_set("epoch", 1e300), r"epoch: expected a whole number in \[0, 10,000,000\], found 1e\+300$"),
         (_set("epoch", True), r"epoch: expected a whole number .*, found True$"),
-        (_set("version", "1"), r"has format version '1'; this xpnn reads version 1$"),
+        (_set("version", "1"), r"has format version '1'; this xpnn reads versions 1, 2$"),
+        (_set("version", 3), r"has format version 3; this xpnn reads versions 1, 2$"),
         (_set("model", "class", "os.system"), r"model\['class'\]: expected a class name, found 'os.system'$"),
         (_set("optimizer", "class", 7), r"optimizer\['class'\]: expected a class name, found 7$"),
         (_set("scheduler", "class", None), r"scheduler\['class'\]: expected a class name, found None$"),
@@ -406,14 +407,14 @@ def _replace_entry(saved, tmp_path, name, array):
 
 @pytest.mark.parametrize("dtype", ["complex64", "<U3", "int32", "bool"])
 def test_optimizer_state_of_a_non_float_dtype_is_refused_on_load(saved, tmp_path, dtype):
-    path = _replace_entry(saved, tmp_path, "optimizer/state/0/exp_avg.npy", np.zeros((8, 6), dtype))
+    path = _replace_entry(saved, tmp_path, "optimizer/state/0/exp_avg.npy", np.zeros((6, 8), dtype))
     with pytest.raises(CheckpointError, match=rf"entry 'optimizer/state/0/exp_avg' has dtype {np.dtype(dtype)}, expected a floating dtype \(float16, float32, float64\)$"):
         load_checkpoint(path)
 
 
 @pytest.mark.parametrize("dtype", ["int32", "bool"])
 def test_weights_of_an_integer_or_bool_dtype_are_refused_not_cast(saved, tmp_path, dtype):
-    path = _replace_entry(saved, tmp_path, "model/1.weight.npy", np.ones((8, 6), dtype))
+    path = _replace_entry(saved, tmp_path, "model/1.weight.npy", np.ones((6, 8), dtype))
     model = small_run()[0]
     before = _state(model)
     with pytest.raises(CheckpointError, match=rf"does not fit this MLP: 1.weight has dtype {dtype} in the checkpoint but float32 in the model$"):
@@ -423,7 +424,7 @@ def test_weights_of_an_integer_or_bool_dtype_are_refused_not_cast(saved, tmp_pat
 
 @pytest.mark.parametrize("dtype", ["complex128", "<U3", "S3"])
 def test_weights_of_a_complex_or_string_dtype_are_refused_on_load(saved, tmp_path, dtype):
-    path = _replace_entry(saved, tmp_path, "model/1.weight.npy", np.zeros((8, 6), dtype))
+    path = _replace_entry(saved, tmp_path, "model/1.weight.npy", np.zeros((6, 8), dtype))
     with pytest.raises(CheckpointError, match=rf"entry 'model/1.weight' has dtype {np.dtype(dtype)}, expected a floating dtype, or an integer or bool dtype"):
         load_checkpoint(path)
 
@@ -452,7 +453,7 @@ def test_entry_whose_size_does_not_match_its_header_is_refused(saved, tmp_path):
     entries = npz_entries(saved)
     entries["model/1.weight.npy"] += bytes(100)
     write_npz(tmp_path / "longer.npz", entries)
-    with pytest.raises(CheckpointError, match=r"entry 'model/1.weight' declares 420 bytes in the zip directory, but its header \(shape \(8, 6\), float32\) implies 320$"):
+    with pytest.raises(CheckpointError, match=r"entry 'model/1.weight' declares 420 bytes in the zip directory, but its header \(shape \(6, 8\), float32\) implies 320$"):
         load_checkpoint(tmp_path / "longer.npz")
 
 
@@ -506,7 +507,7 @@ def test_a_compressed_entry_of_a_gigabyte_is_refused_before_it_is_decompressed(b
     before = _state(model)
 
     def restore_model():
-        with pytest.raises(CheckpointError, match=r"1.weight has shape \(16384, 16384\) in the checkpoint but \(8, 6\) in the model$"):
+        with pytest.raises(CheckpointError, match=r"1.weight has shape \(16384, 16384\) in the checkpoint but \(6, 8\) in the model$"):
             ckpt.restore(model)
 
     _bounded(restore_model)

@@ -149,7 +149,7 @@ def _mismatched_checkpoint(path):
         ([], ["the following arguments are required"]),
         (["eval", "{tmp}/missing.npz"], ["checkpoint", "missing.npz does not exist"]),
         (["eval", "{tmp}/corrupt.npz"], ["corrupt.npz: it is not an .npz (zip) archive"]),
-        (["eval", "{tmp}/mismatched.npz"], ["(a 'mlp' model) does not fit this MLP", "1.weight has shape (64, 32) in the checkpoint but (64, 256)"]),
+        (["eval", "{tmp}/mismatched.npz"], ["(a 'mlp' model) does not fit this MLP", "1.weight has shape (32, 64) in the checkpoint but (256, 64)"]),
         (["train", *DIGITS, "--optimizer", "sgd", "--lr", "1e6", "--out", "{tmp}/nan"], ["non-finite loss", "at epoch 1, step "]),
         (["train", *DIGITS, "--out", "{tmp}/corrupt.npz/run"], ["{tmp}/corrupt.npz"]),
         (["train", "--resume", "{tmp}/mismatched.npz"], ["was not written by 'xpnn train'"]),

@@ -414,7 +414,7 @@ def test_residual_cnn_equals_torch(rng):
     assert set(mine_params) == set(renamed)
     for name, param in mine_params.items():
         value = renamed[name].detach().numpy()
-        param.data = np.ascontiguousarray(value.T if param.data.ndim == 2 else value)  # Linear keeps (in, out)
+        param.data = np.ascontiguousarray(value)  # PyTorch's layouts, Linear's (out, in) too
 
     x = rng.normal(size=(3, 1, 6, 6))
     y = mine(x)
@@ -428,6 +428,6 @@ def test_residual_cnn_equals_torch(rng):
     np.testing.assert_allclose(gx, xt.grad.numpy(), rtol=1e-9, atol=1e-12)
     for name, param in mine_params.items():
         expected = renamed[name].grad.numpy()
-        np.testing.assert_allclose(param.grad, expected.T if param.data.ndim == 2 else expected, rtol=1e-9, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(param.grad, expected, rtol=1e-9, atol=1e-12, err_msg=name)
     for name, buf in mine.named_buffers():
         np.testing.assert_allclose(buf, dict(theirs.named_buffers())[name.replace(".a.", ".0.")].numpy(), rtol=1e-10, err_msg=name)

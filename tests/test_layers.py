@@ -114,7 +114,7 @@ def test_linear_gradient_keeps_a_transposed_input_layout(rng):
     layer(x)
     grad = layer.backward(up)
     assert grad.T.flags.c_contiguous
-    np.testing.assert_allclose(grad, up @ layer.weight.data.T, rtol=1e-12)
+    np.testing.assert_allclose(grad, up @ layer.weight.data, rtol=1e-12)
     layer(np.ascontiguousarray(x))
     assert layer.backward(up).flags.c_contiguous
 
@@ -130,7 +130,7 @@ def test_linear_weight_layout_and_init_identical_across_backends(backend):
     on_backend = nn.Linear(784, 256, xp=backend.device)
     xpnn.manual_seed(7)
     on_numpy = nn.Linear(784, 256)
-    assert on_backend.weight.shape == (784, 256)
+    assert on_backend.weight.shape == (256, 784)  # (out, in), as PyTorch's
     assert on_backend.weight.dtype == backend.xp.float32
     np.testing.assert_array_equal(xb.to_numpy(on_backend.weight.data), on_numpy.weight.data)
     std = float(np.std(on_numpy.weight.data))

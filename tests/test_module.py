@@ -43,7 +43,7 @@ def test_load_state_dict_rejects_missing_and_wrong_shapes():
         model.load_state_dict(state)
     state = model.state_dict()
     state["0.weight"] = np.zeros((5, 8))
-    with pytest.raises(CheckpointError, match=r"0.weight expected shape \(4, 8\), got \(5, 8\)"):
+    with pytest.raises(CheckpointError, match=r"0.weight expected shape \(8, 4\), got \(5, 8\)"):
         model.load_state_dict(state)
 
 

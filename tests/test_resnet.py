@@ -125,7 +125,7 @@ def test_resnet20_equals_a_torch_resnet20(rng, dtype, rtol, atol):
     assert {k.replace(".residual.", ".") for k in mine_params} == set(their_params)
     for name, param in mine_params.items():
         value = their_params[name.replace(".residual.", ".")].detach().numpy()
-        param.data = np.ascontiguousarray(value.T if param.data.ndim == 2 else value)  # Linear keeps (in, out)
+        param.data = np.ascontiguousarray(value)  # PyTorch's layouts, Linear's (out, in) too
 
     x = rng.normal(size=(6, 3, 32, 32)).astype(dtype)
     labels = rng.integers(0, 10, 6)
@@ -140,7 +140,7 @@ def test_resnet20_equals_a_torch_resnet20(rng, dtype, rtol, atol):
     np.testing.assert_allclose(gx, xt.grad.numpy(), rtol=rtol, atol=atol)
     for name, param in mine_params.items():
         expected = their_params[name.replace(".residual.", ".")].grad.numpy()
-        np.testing.assert_allclose(param.grad, expected.T if param.data.ndim == 2 else expected, rtol=rtol, atol=atol, err_msg=name)
+        np.testing.assert_allclose(param.grad, expected, rtol=rtol, atol=atol, err_msg=name)
     their_buffers = dict(theirs.named_buffers())
     for name, buf in mine.named_buffers():
         np.testing.assert_allclose(buf, their_buffers[name.replace(".residual.", ".")].numpy(), rtol=rtol, atol=atol, err_msg=name)

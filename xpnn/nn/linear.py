@@ -2,6 +2,8 @@
 
 import numbers
 
+import numpy as np
+
 from .. import backend
 from ..errors import ConfigError, ShapeError
 from .init import initial_weight
@@ -10,12 +12,15 @@ from .parameter import Parameter
 
 
 class Linear(Module):
-    """Applies an affine map to the last dimension: ``y = x @ weight + bias``.
+    """Applies an affine map to the last dimension: ``y = x @ weight^T + bias``, as PyTorch's.
 
-    ``weight`` is stored as (in_features, out_features), the seeds' layout, so forward is one GEMM
-    with no transpose (PyTorch stores the transpose). Backward adds ``x^T @ grad`` and the summed
-    gradient to the parameters and returns ``grad @ weight^T``; when the input was a transposed
-    buffer (a flattened batch-last Conv2d output) the returned gradient has the same memory order.
+    ``weight`` is stored as (out_features, in_features), PyTorch's layout, so state_dicts move
+    between the two without transposes (issue 19; checkpoints of format version 1 held the
+    transpose and are converted on load). The GEMMs take the transpose as a BLAS flag: forward is
+    ``x @ weight^T``, backward adds ``grad^T @ x`` and the summed gradient to the parameters and
+    returns ``grad @ weight``; when the input was a transposed buffer (a flattened batch-last
+    Conv2d output) the returned gradient has the same memory order. The initial weights are the
+    transpose of the (in, out) draw older versions made, so a seed gives the same network as before.
 
     Args:
         in_features: size of each input vector.
@@ -31,7 +36,7 @@ class Linear(Module):
         - Output: ``(*, out_features)``.
 
     Attributes:
-        weight: ``(in_features, out_features)``.
+        weight: ``(out_features, in_features)``.
         bias: ``(out_features,)``, zeros at first, or None.
     """
 
@@ -46,8 +51,9 @@ class Linear(Module):
         self.out_features = int(out_features)
         self.init = init
         dtype = backend.resolve_dtype(dtype, self.xp, where="Linear")
-        w = initial_weight((self.in_features, self.out_features), self.in_features, self.out_features, init, generator)
-        self.weight = Parameter(backend.asarray(w, self.xp, dtype, self.device))
+        # drawn (in, out) as before the layout changed, so a seed gives the same network
+        w = initial_weight((self.in_features, self.out_features), self.in_features, self.out_features, init, generator).T
+        self.weight = Parameter(backend.asarray(np.ascontiguousarray(w), self.xp, dtype, self.device))
         self.bias = Parameter(self.xp.zeros((self.out_features,), dtype=dtype, device=self.device)) if bias else None
         self._x = None
 
@@ -57,7 +63,7 @@ class Linear(Module):
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ShapeError(f"{where}: expected input of shape (..., {self.in_features}), got {tuple(x.shape)}")
         self._x = x
-        y = x @ self.weight.data
+        y = x @ self.xp.matrix_transpose(self.weight.data)
         if self.bias is not None:
             y += self.bias.data
         return y
@@ -68,14 +74,14 @@ class Linear(Module):
         if self._x.ndim == 2 and not backend.is_c_contiguous(self._x) and backend.is_c_contiguous(self._x.T):
             # The input is a transposed buffer (a flattened batch-last conv output): give the
             # gradient the same memory order, at no cost, so the layers below keep theirs.
-            return xp.matrix_transpose(self.weight.data @ xp.matrix_transpose(grad))
-        return grad @ self.weight.data.T
+            return xp.matrix_transpose(xp.matrix_transpose(self.weight.data) @ xp.matrix_transpose(grad))
+        return grad @ self.weight.data
 
     def backward_params(self, grad):
         xp = self.xp
         x2 = xp.reshape(self._x, (-1, self.in_features))
         g2 = xp.reshape(grad, (-1, self.out_features))
-        self.weight.accumulate_grad(x2.T @ g2)
+        self.weight.accumulate_grad(xp.matrix_transpose(g2) @ x2)
         if self.bias is not None:
             self.bias.accumulate_grad(xp.sum(g2, axis=0))
 

@@ -16,6 +16,12 @@ before reading it, so the model bounds the memory a checkpoint can take; read wi
 (``model_state``, ``optimizer_state``), the arrays may take at most ``MAX_RATIO`` times the
 file's size. This module holds the public API and what joins those parts: the metadata's array
 references to the archive's entries, and a checkpoint to the live objects it is restored into.
+
+Format version 2 stores Linear weights (out_features, in_features), PyTorch's layout; version 1
+stored their transpose. A version-1 checkpoint is converted as it is read: restored into a model,
+the model says which entries are Linear weights (and which optimizer state belongs to them);
+read without one (``model_state``), its saved architecture, or a run config naming one of the
+CLI's models (whose only 2-D arrays are Linear weights), does.
 """
 
 import copy
@@ -98,6 +104,7 @@ class Checkpoint:
         self.scheduler_class, self.scheduler_state = scheduler.get("class"), scheduler.get("state")
         self.loader_state, self.rng_state = meta.get("loader"), meta.get("rng")
         self.architecture = meta["model"].get("architecture")
+        self.version = meta["version"]
         self._identity = identity
         self._model = OrderedDict((name, entries[ref[ARRAY_KEY]]) for name, ref in meta["model"]["state"].items())
         self._optimizer = _link_optimizer(optimizer.get("state"), entries)
@@ -145,24 +152,62 @@ class Checkpoint:
 
     @cached_property
     def model_state(self):
-        """The model's arrays by name, read from the file on first use."""
-        return OrderedDict(_unpack(self._model, self._read_unbounded()))
+        """The model's arrays by name, read from the file on first use, in this xpnn's layouts (a
+        version-1 checkpoint's Linear weights transposed, see the module docstring)."""
+        flips = self._saved_linear_weights() if self.version == 1 else set()
+        return _flipped(OrderedDict(_unpack(self._model, self._read_unbounded())), flips)
 
     @cached_property
     def optimizer_state(self):
-        """The optimizer's ``state_dict`` (state indices as strings), read from the file on first use."""
+        """The optimizer's ``state_dict`` (state indices as strings), read from the file on first
+        use, as saved: a version-1 checkpoint's state of Linear weights keeps the (in, out)
+        layout here (``restore`` converts it, knowing the parameters from the model)."""
         return _unpack(self._optimizer, self._read_unbounded())
+
+    def _saved_linear_weights(self):
+        """The names of a version-1 checkpoint's Linear weights, found without a live model: from
+        the saved architecture (the model built from it, the random state kept), or from a run
+        config naming one of the CLI's models."""
+        from ..models import MODELS
+        from ..nn.architecture import from_config
+
+        if self.architecture is not None:
+            state = xpnn_random.get_rng_state()
+            try:
+                model = from_config(self.architecture, max_parameters=sum(math.prod(e.shape) for e in self._model.values()))
+            except ConfigError as exc:
+                raise CheckpointError(f"checkpoint {self.path} (format version 1): cannot find its Linear weights from its saved architecture: {exc}") from exc
+            finally:
+                xpnn_random.set_rng_state(state)
+            return _linear_weights(model)[0]
+        if self.config.get("model") in MODELS:
+            return {name for name, entry in self._model.items() if len(entry.shape) == 2}
+        raise CheckpointError(
+            f"checkpoint {self.path} has format version 1, which stored Linear weights (in, out), and neither an architecture "
+            f"nor a CLI model name that tells which arrays those are; restore it into a model (restore(model)) to convert them"
+        )
 
     def restore(self, model=None, optimizer=None, scheduler=None, loader=None, rng=True):
         """Load the saved state into whichever of ``model``, ``optimizer``, ``scheduler`` and
         ``loader`` are given, and (``rng``) the global random generator. Every name, shape, dtype
         and value is checked first and only the arrays these objects take are read, so a
-        checkpoint that does not fit raises :class:`CheckpointError` and changes nothing."""
+        checkpoint that does not fit raises :class:`CheckpointError` and changes nothing. A
+        version-1 checkpoint's Linear weights, and their optimizer state, are transposed to
+        (out, in) on the way in; its optimizer state needs the model restored with it."""
+        flips, flipped_params = set(), set()
+        if self.version == 1:
+            if optimizer is not None and model is None:
+                raise CheckpointError(
+                    f"checkpoint {self.path} has format version 1, whose Linear weights' optimizer state is stored (in, out): "
+                    f"restore the model with the optimizer (restore(model, optimizer)) so that state can be converted"
+                )
+            if model is not None:
+                flips, flipped_params = _linear_weights(model)
         entries = OrderedDict()
         if model is not None:
-            entries.update(self._check_model(model))
+            entries.update(self._check_model(model, flips))
         if optimizer is not None:
-            entries.update(self._check_optimizer(optimizer))
+            entries.update(self._check_optimizer(optimizer, flipped_params))
         if scheduler is not None:
             self._check_class("scheduler", scheduler, self.scheduler_class)
             self._check_like(self.scheduler_state, scheduler.state_dict(), "scheduler state")
@@ -172,8 +217,8 @@ class Checkpoint:
             loader = None
         arrays = self._read(entries.values())
         steps = [
-            (model, lambda: OrderedDict(_unpack(self._model, arrays))),
-            (optimizer, lambda: _unpack(self._optimizer, arrays)),
+            (model, lambda: _flipped(OrderedDict(_unpack(self._model, arrays)), flips)),
+            (optimizer, lambda: _flipped_optimizer(_unpack(self._optimizer, arrays), optimizer, flipped_params)),
             (scheduler, lambda: copy.deepcopy(self.scheduler_state)),
             (loader, lambda: copy.deepcopy(self.loader_state)),
         ]
@@ -200,9 +245,10 @@ class Checkpoint:
         name = self.config.get("model")
         return f"checkpoint {self.path}" + (f" (a {name!r} model)" if isinstance(name, str) else f" (a {self.model_class})")
 
-    def _check_model(self, model):
-        """Check names, shapes and dtype kinds against ``model``; returns the entries it takes."""
-        expected = OrderedDict((n, (p.shape, p.dtype)) for n, p in model.named_parameters())
+    def _check_model(self, model, flips=()):
+        """Check names, shapes and dtype kinds against ``model`` (the entries in ``flips`` are
+        saved transposed); returns the entries it takes."""
+        expected = OrderedDict((n, (p.shape[::-1] if n in flips else p.shape, p.dtype)) for n, p in model.named_parameters())
         expected.update((n, (tuple(b.shape), b.dtype)) for n, b in model.named_buffers())
         missing = [n for n in expected if n not in self._model]
         unexpected = [n for n in self._model if n not in expected]
@@ -230,9 +276,10 @@ class Checkpoint:
         if type(obj).__name__ != saved:
             raise CheckpointError(f"checkpoint {self.path} holds {what} state of a {saved}, not of a {type(obj).__name__}")
 
-    def _check_optimizer(self, optimizer):
-        """Check the class, parameter groups and per-parameter state against ``optimizer``; returns
-        the entries it takes."""
+    def _check_optimizer(self, optimizer, flipped=()):
+        """Check the class, parameter groups and per-parameter state against ``optimizer`` (the
+        state of the parameters whose ids are in ``flipped`` is saved transposed); returns the
+        entries it takes."""
         self._check_class("optimizer", optimizer, self.optimizer_class)
         groups = self._optimizer["param_groups"]
         own = [len(g["params"]) for g in optimizer.param_groups]
@@ -252,7 +299,9 @@ class Checkpoint:
                 raise CheckpointError(f"checkpoint {self.path}: optimizer state for parameter {index}, but this {type(optimizer).__name__} has {len(params)} parameters")
             for key, value in values.items():
                 if isinstance(value, Entry):
-                    self._check_state_array(value, params[int(index)].shape, f"optimizer state {key!r} of parameter {index}")
+                    param = params[int(index)]
+                    shape = param.shape[::-1] if id(param) in flipped else param.shape
+                    self._check_state_array(value, shape, f"optimizer state {key!r} of parameter {index}")
                     entries[value.name] = value
         return entries
 
@@ -413,6 +462,41 @@ def _architecture(model, required):
         if required:
             raise
         return None
+
+
+def _linear_weights(model):
+    """The names and the parameter ids of ``model``'s Linear weights (what format version 1
+    stored transposed)."""
+    from ..nn.linear import Linear
+
+    names, ids = set(), set()
+    for prefix, module in model.named_modules():
+        if isinstance(module, Linear):
+            names.add(f"{prefix}.weight" if prefix else "weight")
+            ids.add(id(module.weight))
+    return names, ids
+
+
+def _flipped(state, names):
+    """``state`` with the arrays named in ``names`` transposed (C-contiguous copies)."""
+    for name in names:
+        if name in state:
+            state[name] = np.ascontiguousarray(state[name].T)
+    return state
+
+
+def _flipped_optimizer(state, optimizer, ids):
+    """An optimizer ``state_dict`` with the per-parameter arrays of the parameters in ``ids``
+    transposed (0-d entries, such as a step count saved as an array, stay)."""
+    if not ids:
+        return state
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for index, values in state["state"].items():
+        if id(params[int(index)]) in ids:
+            for key, value in values.items():
+                if isinstance(value, np.ndarray) and value.ndim == 2:
+                    values[key] = np.ascontiguousarray(value.T)
+    return state
 
 
 def _kind_of(value):

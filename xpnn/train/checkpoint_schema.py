@@ -17,7 +17,10 @@ from .. import random as xpnn_random
 from ..errors import CheckpointError, ConfigError
 
 FORMAT = "xpnn-checkpoint"
-VERSION = 1
+# Version 2 (issue 19): Linear weights are stored (out_features, in_features), PyTorch's layout;
+# version 1 stored them (in, out), and its checkpoints are converted when read (checkpoint.py).
+VERSION = 2
+VERSIONS = (1, 2)  # the versions this xpnn reads
 META_KEY = "__meta__"
 ARRAY_KEY = "__array__"
 
@@ -46,8 +49,8 @@ def check_meta(meta, path):
     name -> "model" or "optimizer")."""
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an xpnn checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
-    if type(meta.get("version")) is not int or meta["version"] != VERSION:
-        raise CheckpointError(f"checkpoint {path} has format version {meta.get('version')!r}; this xpnn reads version {VERSION}")
+    if type(meta.get("version")) is not int or meta["version"] not in VERSIONS:
+        raise CheckpointError(f"checkpoint {path} has format version {meta.get('version')!r}; this xpnn reads versions {', '.join(map(str, VERSIONS))}")
     try:
         return _check_schema(meta)
     except ConfigError as exc:  # the random generator's state
