@@ -47,7 +47,7 @@ def linear(ctx, layer, x, value):
 
 
 def _conv(ctx, layer, x, op, spatial, **extra):
-    """Conv or ConvTranspose over the last ``spatial`` axes of the layer's 2-D geometry pairs."""
+    """Conv or ConvTranspose over the last ``spatial`` axes of the layer's geometry tuples."""
     pick = (lambda pair: list(pair)) if spatial == 2 else (lambda pair: [pair[-1]])
     kernel, stride, padding, dilation = (pick(p) for p in (layer.kernel_size, layer.stride, layer.padding, layer.dilation))
     inputs = [x, ctx.constant(layer.weight.data, "weight")]
@@ -63,12 +63,7 @@ def conv2d(ctx, layer, x, value):
 
 @register_converter(nn.Conv1d)
 def conv1d(ctx, layer, x, value):
-    kernel, stride, padding, dilation = layer.kernel_size, layer.stride, layer.padding, layer.dilation
-    inputs = [x, ctx.constant(layer.weight.data, "weight")]
-    if layer.bias is not None:
-        inputs.append(ctx.constant(layer.bias.data, "bias"))
-    return ctx.node("Conv", inputs, kernel_shape=list(kernel), strides=list(stride), pads=list(padding) * 2,
-                    dilations=list(dilation), group=layer.groups)
+    return _conv(ctx, layer, x, "Conv", 1)  # its geometry is 1-tuples: the last entry is the one
 
 
 @register_converter(nn.ConvTranspose2d)
