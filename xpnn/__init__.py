@@ -13,7 +13,7 @@ _SUBMODULES = ("backend", "functional", "nn", "optim", "data", "models", "train"
 _NAMES = {"Trainer": "train", "plot_history": "train", "XpnnError": "errors", "manual_seed": "random",
           "no_grad": "nn", "enable_grad": "nn", "set_grad_enabled": "nn", "is_grad_enabled": "nn", "summary": "nn",
           "gradcheck": "gradient_check", "GradcheckError": "gradient_check",
-          "load": "train.checkpoint", "save": "train.checkpoint"}
+          "load": "train.checkpoint", "save": "train.checkpoint", "load_torch_state_dict": "interop"}
 
 __all__ = [*_SUBMODULES, *_NAMES, "__version__"]
 

@@ -71,11 +71,15 @@ def _parse_device(spec):
 
 def resolve(spec=None):
     """Return the Array API namespace for ``spec``: None/"cpu" (NumPy), "cuda"/"cuda:N" (CuPy),
-    "array_api_strict", a namespace or module, or an array whose namespace is wanted."""
+    "array_api_strict", a namespace or module, or an array whose namespace is wanted. An array of
+    another framework (a torch or JAX tensor) names the xpnn backend of its DLPack device: NumPy
+    for a CPU tensor, CuPy on that GPU for a CUDA one."""
     if spec is None:
         return _numpy_namespace()
     if isinstance(spec, str):
         return _parse_device(spec)
+    if _is_foreign_array(spec):
+        return _parse_device(_dlpack_device_name(spec))
     name = getattr(spec, "__name__", None)
     if name == "numpy" or name == "array_api_compat.numpy":
         return _numpy_namespace()
@@ -107,9 +111,54 @@ def resolve_device(spec=None):
         return None
     if _is_strict_device(spec):
         return spec
+    if _is_foreign_array(spec):
+        return None  # resolve(spec) chose the backend (and, for CUDA, made its GPU current)
     if array_api_compat.is_array_api_obj(spec) and not isinstance(spec, np.ndarray):
         return device_of(spec)
     return None
+
+
+# DLPack device types (dlpack.h's DLDeviceType): the ones xpnn has a backend for
+_DLPACK_CPU, _DLPACK_CUDA, _DLPACK_CUDA_HOST = 1, 2, 3
+
+
+def _is_foreign_array(x):
+    """An array of a framework xpnn does not compute with (torch, JAX, ...) that speaks DLPack."""
+    if isinstance(x, np.ndarray) or array_api_compat.is_cupy_array(x) or _is_strict_device(getattr(x, "device", None)):
+        return False
+    return hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__")
+
+
+def _dlpack_device_name(x):
+    """The xpnn device string ("cpu", "cuda:N") of a DLPack array's device."""
+    kind, index = x.__dlpack_device__()
+    if kind in (_DLPACK_CPU, _DLPACK_CUDA_HOST):
+        return "cpu"
+    if kind == _DLPACK_CUDA:
+        return f"cuda:{int(index)}"
+    raise DeviceError(f"expected an array on the CPU or a CUDA GPU, got {describe(x)} on DLPack device type {kind} (xpnn has no backend for it)")
+
+
+def _detached(x):
+    """A torch tensor that requires grad refuses DLPack export; its detached view shares memory."""
+    requires_grad = getattr(x, "requires_grad", False)
+    return x.detach() if requires_grad is True and hasattr(x, "detach") else x
+
+
+def from_dlpack(obj, xp=None):
+    """``obj`` (any DLPack array: a torch or JAX tensor, a NumPy, CuPy or array_api_strict array)
+    as an array of ``xp`` (a device string, namespace or array; default: the backend of ``obj``'s
+    own device), sharing its memory: DLPack hands over the buffer, no copy. Where the devices
+    differ (a CUDA tensor for NumPy) it is a DeviceError naming both; use ``asarray`` to copy. A
+    torch tensor that requires grad is detached first (same memory). Read-only or
+    non-contiguous inputs keep their strides and flags."""
+    obj = _detached(obj)
+    xp = resolve(obj if xp is None else xp)
+    try:
+        return xp.from_dlpack(obj)
+    except (BufferError, RuntimeError, TypeError, ValueError) as exc:
+        raise DeviceError(f"from_dlpack: cannot share {describe(obj)} with {device_name(xp)} without a copy ({exc}); "
+                          f"copy it with xpnn.backend.asarray(obj, xp) instead") from exc
 
 
 def _is_strict_device(spec):
@@ -275,19 +324,29 @@ def c_contiguous(x):
 
 
 def to_numpy(x):
-    """A host NumPy copy (or view, for NumPy input) of any backend's array."""
+    """A host NumPy copy (or view, for NumPy input and CPU tensors of other frameworks, through
+    DLPack) of any backend's array."""
     if isinstance(x, np.ndarray):
         return x
     if array_api_compat.is_cupy_array(x):
         return x.get()
+    if _is_foreign_array(x):
+        x = _detached(x)
+        if _dlpack_device_name(x) == "cpu":
+            return np.from_dlpack(x)
+        return to_numpy(from_dlpack(x))  # a GPU tensor: shared with CuPy, then copied to the host
     if _is_strict_device(getattr(x, "device", None)):
         x = x.to_device(_strict_namespace().Device("CPU_DEVICE"))  # array_api_strict converts from its CPU device only
     return np.asarray(x)
 
 
 def asarray(x, xp, dtype=None, device=None):
-    """``x`` (host data or any backend's array) as an array of ``xp`` (on ``device`` when given,
-    else the namespace's default device for new data), copying across devices only."""
+    """``x`` (host data or any backend's array, a torch or JAX tensor included) as an array of
+    ``xp`` (on ``device`` when given, else the namespace's default device for new data), copying
+    across devices only: a tensor of another framework on ``xp``'s device comes through DLPack
+    and shares its memory (unless ``dtype`` casts it)."""
+    if type(x) is not array_type(xp) and _is_foreign_array(x) and device is None and resolve(x) is xp:
+        x = from_dlpack(x, xp)
     if type(x) is not array_type(xp):
         x = xp.asarray(to_numpy(x) if hasattr(x, "shape") else np.asarray(x), device=device)
     elif device is not None and device_of(x) != device:

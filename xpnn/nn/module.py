@@ -233,6 +233,21 @@ class Module:
                 module_name, _, attr = name.rpartition(".")
                 setattr(self._submodule(module_name), attr, value)
 
+    def save_weights(self, path):
+        """Write the parameters and buffers to ``path`` as a safetensors file (``state_dict``'s
+        names, PyTorch's layouts), atomically: weights only, for sharing and for PyTorch; the npz
+        checkpoint (``xpnn.save``) stays the format a run resumes from. Needs ``xpnn[interop]``."""
+        from ..interop import save_weights
+
+        return save_weights(self, path)
+
+    def load_weights(self, path, strict=True):
+        """Load a safetensors file (``save_weights``'s, or PyTorch's for the same architecture),
+        all or nothing; returns self. See ``xpnn.load_torch_state_dict``."""
+        from ..interop import load_weights
+
+        return load_weights(self, path, strict=strict)
+
     def check_state_dict(self, state_dict, strict=True):
         """Raise a CheckpointError unless ``load_state_dict(state_dict, strict)`` would succeed:
         for checking several objects' states before loading any of them."""
