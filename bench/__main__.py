@@ -1,7 +1,8 @@
 """python -m bench: time xpnn's training step and full MNIST epoch against PyTorch CPU and the seed
 notebooks' NumPy code (MLP 784-256-10, the seed CNN, LeNet; Adam lr 1e-3, float32), and ResNet-20's
 CIFAR-10 training step (random data of the real shape, SGD momentum 0.9; no epoch: no CIFAR files
-here), alternating the frameworks; print a table with issue 5's targets and write the results as JSON."""
+here), and issue 20's wider networks (the 32/64-channel LeNet-style CNN, PyTorch's MNIST example
+network; their epochs short and extrapolated unless --full-epochs), alternating the frameworks; print a table with issues 5's and 20's targets and write the results as JSON."""
 
 import argparse
 import os
@@ -15,19 +16,21 @@ from xpnn.files import write_json
 from . import contention, epoch, gemm, mnist, report, runners, timing
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("mlp", "cnn", "lenet", "resnet20")
-BATCH_SIZES = {"mlp": (64, 256), "cnn": (64, 256), "lenet": (64, 128, 256), "resnet20": (128,)}
+MODELS = ("mlp", "cnn", "lenet", "resnet20", "cnn3264", "torchmnist")
+BATCH_SIZES = {"mlp": (64, 256), "cnn": (64, 256), "lenet": (64, 128, 256), "resnet20": (128,), "cnn3264": (128,), "torchmnist": (64,)}
 POOL = 32  # distinct pre-gathered batches the step timing cycles through
 SEED_CONV_STEPS = 3  # the seed's loop convolution is timed on this many steps only
-SETTINGS = ("models", "batch_sizes", "repeats", "epoch_repeats", "quick", "data_dir", "no_torch", "threads")
+SETTINGS = ("models", "batch_sizes", "repeats", "epoch_repeats", "quick", "full_epochs", "data_dir", "no_torch", "threads")
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {','.join(MODELS)} (default: all)")
-    p.add_argument("--batch-sizes", help="comma-separated, for every model (default: 64,256; LeNet also 128; ResNet-20 128 only)")
+    p.add_argument("--batch-sizes", help="comma-separated, for every model (default: 64,256; LeNet also 128; ResNet-20 and cnn3264 128 only; torchmnist 64 only)")
     p.add_argument("--repeats", type=int, default=7, help="alternating rounds of step timing (default 7)")
     p.add_argument("--epoch-repeats", type=int, default=3, help="full epochs per framework, alternating (default 3)")
+    p.add_argument("--full-epochs", action="store_true",
+                   help=f"whole epochs for {','.join(runners.WIDER)} too (default: their first {runners.SHORT_EPOCH_BATCHES} batches, extrapolated)")
     p.add_argument("--quick", action="store_true", help="smoke test (< 1 min): batch 64, few steps, 4-batch epochs, no loop conv")
     p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "mnist"), help="MNIST files (default ../shared/data/mnist)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "cpu.json"), help="JSON output (default bench/results/cpu.json)")
@@ -76,6 +79,8 @@ def time_steps(model, batch_size, names, x, y, args):
 def time_epochs(model, batch_size, names, args):
     """Each framework's epochs, alternating, each in its own process (time and peak RSS)."""
     images = 4 * batch_size if args.quick else None
+    if images is None and model in runners.WIDER and not args.full_epochs:
+        images = runners.SHORT_EPOCH_BATCHES * batch_size  # a short epoch: its time extrapolated, its peak RSS as it is
     runs = {name: [] for name in names}
     for rep in range(args.epoch_repeats):
         for name in names:

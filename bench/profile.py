@@ -7,7 +7,7 @@ to each Linear/Conv2d's GEMM work, the rate it reached and this machine's GEMM f
 layers are summed by type (all Conv2d forwards in one row, ...), and the containers' additions are
 what the whole step has beyond the rows. With ``--cprofile`` it also prints cProfile's functions by
 own time. Examples: ``python -m bench.profile --model lenet --batch-size 128``,
-``python -m bench.profile --model resnet20 --steps 10``.
+``python -m bench.profile --model resnet20 --steps 10``, ``python -m bench.profile --model cnn3264``.
 """
 
 import argparse
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="lenet", choices=("mlp", "cnn", "lenet", "resnet20"))
+    p.add_argument("--model", default="lenet", choices=("mlp", "cnn", "lenet", "resnet20", *runners.WIDER))
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=200, help="timed steps after 20 warm-up steps (default 200)")
     p.add_argument("--cprofile", type=int, default=0, metavar="N", help="also print cProfile's top N functions")

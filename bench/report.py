@@ -1,4 +1,4 @@
-"""The benchmark's output: the machine it ran on, the targets of issue 5 checked against the
+"""The benchmark's output: the machine it ran on, the targets of issues 5 and 20 checked against the
 measurements, a table for people and a JSON file for tools."""
 
 import datetime
@@ -6,6 +6,8 @@ import os
 import platform
 
 import numpy as np
+
+from .runners import SHORT_EPOCH_BATCHES
 
 LABELS = {"xpnn": "xpnn (NumPy)", "torch": "PyTorch CPU", "seed": "seed (NumPy f64)"}
 SEED_LABELS = {"mlp": "seed f64 MLP", "cnn": "seed loop conv"}
@@ -76,13 +78,23 @@ def _target(name, measured, limit, at_least=False):
 
 
 RATIO_TARGETS = {("mlp", 64): 0.5, ("mlp", 256): 1.0, ("cnn", 64): 0.6, ("lenet", 128): 0.8}
+# Issue 20 (wider networks): xpnn/torch per training step, and every model's epoch within 2x its GEMM floor
+STEP_TARGETS = {("cnn3264", 128): 0.8, ("torchmnist", 64): 0.7, ("resnet20", 128): 0.9}
+FLOOR_MULTIPLE = 2.0
 
 
 def targets(results):
-    """Issue 5's targets, checked on every model and batch size measured, in the results' order."""
+    """Issues 5's and 20's targets, checked on every model and batch size measured, in the results' order."""
     out = []
     for e in results:
-        if e.get("data") == "random":  # ResNet-20 (issue 17): a ratio to report, no issue 5 target
+        where = f"{e['model']} b{e['batch_size']}"
+        step_limit = STEP_TARGETS.get((e["model"], e["batch_size"]))
+        if step_limit is not None:
+            out.append(_target(f"{where}: xpnn/torch per step <= {step_limit}", ratios(e)["xpnn/torch"]["step"], step_limit))
+        floor = e["gemm"].get("floor_epoch_s")
+        epoch_s = e["frameworks"]["xpnn"].get("epoch_s")
+        out.append(_target(f"{where}: xpnn epoch / GEMM floor <= {FLOOR_MULTIPLE:g}", _ratio(epoch_s, floor), FLOOR_MULTIPLE))
+        if e.get("data") == "random":  # ResNet-20 (issue 17): no issue 5 target, no epoch memory
             continue
         where = f"{e['model']} b{e['batch_size']}"
         xpnn, torch = e["frameworks"]["xpnn"], e["frameworks"].get("torch", {})
@@ -149,13 +161,14 @@ def table(report):
         "framework in its own process (xpnn: DataLoader(shuffle=True) + Trainer.fit), median of the runs.",
         "RSS: peak resident memory during the epoch; +epoch: growth over the RSS at its start.",
         "GEMM%: the step's (epoch's) GEMM FLOPs at the NumPy float32 rate, divided by the time measured.",
-        "~ extrapolated from a few steps, not a full epoch (the loop convolution; --quick; ResNet-20).",
+        "~ extrapolated from a few steps, not a full epoch (the loop convolution; --quick; ResNet-20;",
+        f"  cnn3264 and torchmnist: their first {SHORT_EPOCH_BATCHES} batches in the epoch's own process, unless --full-epochs).",
     ]
     if any(e.get("data") == "random" for e in report["results"]):
         lines.append("resnet20: random data of CIFAR-10's shape (3x32x32, 10 classes), SGD lr 0.1 momentum 0.9; epoch = 50,000 images.")
     lines += [
         "",
-        "targets (issue 5):",
+        "targets (issues 5 and 20):",
     ]
     for t in report["targets"]:
         met = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]

@@ -1,5 +1,6 @@
 """The benchmark models in PyTorch, layer for layer the same as xpnn.models (MLP, SimpleCNN, LeNet,
-and ResNet-20 with option-A shortcuts)."""
+and ResNet-20 with option-A shortcuts) and as bench.runners.build_wider (issue 20's "cnn3264" and
+"torchmnist")."""
 
 from collections import OrderedDict
 
@@ -7,7 +8,8 @@ from torch import nn
 
 
 def build(name):
-    """The torch.nn.Sequential for "mlp" (784-256-10), "cnn" (the seed CNN) or "lenet"; the
+    """The torch.nn.Sequential for "mlp" (784-256-10), "cnn" (the seed CNN), "lenet", "cnn3264" or
+    "torchmnist"; the
     :class:`ResNet` for "resnet20" (CIFAR-10: 3 channels, 10 classes)."""
     if name == "resnet20":
         return ResNet(3)
@@ -23,6 +25,17 @@ def build(name):
             nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
             nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, 10),
+        )
+    if name == "cnn3264":
+        return nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10),
+        )
+    if name == "torchmnist":  # pytorch/examples mnist/main.py's Net, log_softmax left to CrossEntropyLoss
+        return nn.Sequential(
+            nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Dropout(0.25), nn.Flatten(), nn.Linear(9216, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10),
         )
     raise ValueError(f"unknown model {name!r}")
 
