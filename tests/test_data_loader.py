@@ -183,7 +183,7 @@ def test_repr_names_samples_batches_and_device():
     assert repr(DataLoader(*_data(), batch_size=4, shuffle=True)) == "DataLoader(23 samples, batch_size=4, shuffle=True, 6 batches, device=cpu)"
     assert repr(DataLoader(*_data(), batch_size=64)) == "DataLoader(23 samples, batch_size=64, shuffle=False, 1 batch, device=cpu)"
     assert repr(DataLoader(*_data(), batch_size=4, drop_last=True)) == "DataLoader(23 samples, batch_size=4, shuffle=False, drop_last=True, 5 batches, device=cpu)"
-    xps = pytest.importorskip("array_api_strict")
+    pytest.importorskip("array_api_strict")
     assert "device=" in repr(DataLoader(*_data(), batch_size=4, device="array_api_strict:device1"))
 
 

@@ -221,7 +221,7 @@ def test_grey_resnet_step_on_every_backend(backend, rng):
         loss_fn = nn.CrossEntropyLoss()
         x = xb.asarray(images, model.xp, model.xp.float32, model.device)
         logits = model(x)
-        loss = loss_fn(logits, xb.asarray(labels, model.xp, None, model.device))
+        loss_fn(logits, xb.asarray(labels, model.xp, None, model.device))
         model.zero_grad()
         grad_in = model.backward(loss_fn.backward())
         assert tuple(logits.shape) == (4, 10) and tuple(grad_in.shape) == (4, 1, 28, 28)

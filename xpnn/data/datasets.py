@@ -13,7 +13,7 @@ from .digits import load_digits
 from .fetch import download_files, missing_message
 from .folders import data_dirs
 from .idx import read_idx
-from .registry import DATASETS, dataset_info
+from .registry import dataset_info
 
 
 @dataclass(frozen=True, eq=False)

@@ -38,8 +38,6 @@ from .. import random as xpnn_random
 from ..errors import CheckpointError, ConfigError, XpnnError
 from ..files import atomic_write
 from .checkpoint_schema import ARRAY_KEY, FORMAT, META_KEY, VERSION, check_entry_dtype, check_meta, is_number, mismatch
-from .checkpoint_schema import MAX_EPOCH, MAX_NAME  # noqa: F401  (public here before the split)
-from .npz_reader import MAX_HEADER_BYTES  # noqa: F401  (public here before the split)
 from .npz_reader import NPY, Entry, check_magic, check_size, directory, identity, open_regular, open_zip, read_array, read_header, read_string
 
 MAX_META_BYTES = 64 * 2**20
