@@ -47,9 +47,10 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, lr, beta1, 
         adam_update_portable(*args)
 
 
-def adam_update_portable(param, grad, m, v, vmax, beta1, beta2, scale, shifted_eps, l2, decay):
-    """:func:`adam_update` in Array API arithmetic, with its scalars already folded."""
-    xp = backend.namespace_of(param)
+def _decay_and_moments(param, grad, m, v, beta1, beta2, l2, decay):
+    """The start shared by the Adam family's portable updates: L2 decay folded into the gradient,
+    decoupled decay applied to ``param``, then the two moments ``m``, ``v`` updated in place.
+    Returns the gradient as decayed (NAdam's update reads it)."""
     if l2:
         grad = grad + l2 * param
     if decay != 1:
@@ -57,6 +58,13 @@ def adam_update_portable(param, grad, m, v, vmax, beta1, beta2, scale, shifted_e
     m += (1 - beta1) * (grad - m)
     v *= beta2
     v += (1 - beta2) * grad * grad
+    return grad
+
+
+def adam_update_portable(param, grad, m, v, vmax, beta1, beta2, scale, shifted_eps, l2, decay):
+    """:func:`adam_update` in Array API arithmetic, with its scalars already folded."""
+    xp = backend.namespace_of(param)
+    _decay_and_moments(param, grad, m, v, beta1, beta2, l2, decay)
     if vmax is not None:
         vmax[...] = xp.maximum(vmax, v)
         v = vmax
@@ -158,13 +166,7 @@ def nadam_update_portable(param, grad, m, v, beta1, beta2, eps, bias_correction2
     """:func:`nadam_update` in Array API arithmetic, with the weight decay folded into ``l2`` and
     ``decay``."""
     xp = backend.namespace_of(param)
-    if l2:
-        grad = grad + l2 * param
-    if decay != 1:
-        param *= decay
-    m += (1 - beta1) * (grad - m)
-    v *= beta2
-    v += (1 - beta2) * grad * grad
+    grad = _decay_and_moments(param, grad, m, v, beta1, beta2, l2, decay)
     denom = xp.sqrt(v / bias_correction2) + eps
     param -= grad_coef * (grad / denom)
     param -= avg_coef * (m / denom)
@@ -195,13 +197,7 @@ def radam_update(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps, ste
 def radam_update_portable(param, grad, m, v, beta1, beta2, eps, scale, adaptive, l2, decay):
     """:func:`radam_update` in Array API arithmetic, with its scalars already folded."""
     xp = backend.namespace_of(param)
-    if l2:
-        grad = grad + l2 * param
-    if decay != 1:
-        param *= decay
-    m += (1 - beta1) * (grad - m)
-    v *= beta2
-    v += (1 - beta2) * grad * grad
+    _decay_and_moments(param, grad, m, v, beta1, beta2, l2, decay)
     if adaptive:
         param -= scale * (m / (xp.sqrt(v) + eps))
     else:
