@@ -1,6 +1,5 @@
 """Adadelta (Zeiler), following torch.optim.Adadelta's update rule, defaults and state layout."""
 
-from .. import backend
 from ..ops import updates
 from .optimizer import Optimizer
 
@@ -28,12 +27,7 @@ class Adadelta(Optimizer):
         return {"step", "square_avg", "acc_delta"}
 
     def _update(self, data, grad, state, group):
-        xp = backend.namespace_of(data)
-        if not state:
-            state["step"] = 0
-            state["square_avg"] = xp.zeros_like(data)
-            state["acc_delta"] = xp.zeros_like(data)
-        state["step"] += 1
+        self._count_step(state, data, group)
         updates.adadelta_update(
             data, grad, state["square_avg"], state["acc_delta"],
             lr=group["lr"], rho=group["rho"], eps=group["eps"], weight_decay=group["weight_decay"],

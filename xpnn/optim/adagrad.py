@@ -32,10 +32,8 @@ class Adagrad(Optimizer):
         return {"step", "sum"}
 
     def _update(self, data, grad, state, group):
-        xp = backend.namespace_of(data)
         if not state:
-            state["step"] = 0
-            state["sum"] = xp.full_like(data, group["initial_accumulator_value"])
-        state["step"] += 1
+            state["sum"] = backend.namespace_of(data).full_like(data, group["initial_accumulator_value"])
+        self._count_step(state, data, group)
         clr = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
         updates.adagrad_update(data, grad, state["sum"], clr=clr, eps=group["eps"], weight_decay=group["weight_decay"])

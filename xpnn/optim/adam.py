@@ -1,6 +1,6 @@
 """Adam and AdamW (decoupled weight decay), with amsgrad, following torch.optim's update rules."""
 
-from .. import backend, ops
+from .. import ops
 from .optimizer import Optimizer
 
 
@@ -19,15 +19,8 @@ class Adam(Optimizer):
         return {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if group["amsgrad"] else set())
 
     def _update(self, data, grad, state, group):
-        xp = backend.namespace_of(data)
         beta1, beta2 = group["betas"]
-        if not state:
-            state["step"] = 0
-            state["exp_avg"] = xp.zeros_like(data)
-            state["exp_avg_sq"] = xp.zeros_like(data)
-            if group["amsgrad"]:
-                state["max_exp_avg_sq"] = xp.zeros_like(data)
-        state["step"] += 1
+        self._count_step(state, data, group)
         ops.adam_update(
             data, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
             lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"], step=state["step"],

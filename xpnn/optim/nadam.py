@@ -1,7 +1,6 @@
 """NAdam (Dozat: Adam with Nesterov momentum), following torch.optim.NAdam's update rule,
 momentum schedule, defaults and state layout."""
 
-from .. import backend
 from ..ops import updates
 from .optimizer import Optimizer
 
@@ -38,15 +37,9 @@ class NAdam(Optimizer):
         return {"step", "mu_product", "exp_avg", "exp_avg_sq"}
 
     def _update(self, data, grad, state, group):
-        xp = backend.namespace_of(data)
         beta1, beta2 = group["betas"]
         lr, decay = group["lr"], group["momentum_decay"]
-        if not state:
-            state["step"] = 0
-            state["mu_product"] = 1.0
-            state["exp_avg"] = xp.zeros_like(data)
-            state["exp_avg_sq"] = xp.zeros_like(data)
-        state["step"] += 1
+        self._count_step(state, data, group, mu_product=1.0)
         step = state["step"]
         mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * decay))
         mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1) * decay))

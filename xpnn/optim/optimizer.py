@@ -86,6 +86,19 @@ class Optimizer:
         """The names a parameter's state holds after an update with ``group``'s hyper-parameters."""
         raise NotImplementedError
 
+    def _count_step(self, state, data, group, **initial):
+        """PyTorch's lazy state, then the step count: on a parameter's first update (no ``step``
+        yet) ``state`` gets ``step`` 0, the ``initial`` entries given, and an array of zeros like
+        ``data`` for each other name in :meth:`state_keys` not already set; ``step`` then goes up
+        by one."""
+        if "step" not in state:
+            xp = backend.namespace_of(data)
+            state["step"] = 0
+            state.update(initial)
+            for key in sorted(self.state_keys(group) - set(state)):
+                state[key] = xp.zeros_like(data)
+        state["step"] += 1
+
     def add_param_group(self, group):
         """Add a dict with a "params" list and optional per-group hyper-parameters."""
         name = type(self).__name__

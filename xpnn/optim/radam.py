@@ -1,7 +1,6 @@
 """RAdam (Liu et al.: Adam with a rectified variance), following torch.optim.RAdam's update rule,
 defaults and state layout."""
 
-from .. import backend
 from ..ops import updates
 from .optimizer import Optimizer
 
@@ -34,13 +33,8 @@ class RAdam(Optimizer):
         return {"step", "exp_avg", "exp_avg_sq"}
 
     def _update(self, data, grad, state, group):
-        xp = backend.namespace_of(data)
         beta1, beta2 = group["betas"]
-        if not state:
-            state["step"] = 0
-            state["exp_avg"] = xp.zeros_like(data)
-            state["exp_avg_sq"] = xp.zeros_like(data)
-        state["step"] += 1
+        self._count_step(state, data, group)
         updates.radam_update(
             data, grad, state["exp_avg"], state["exp_avg_sq"], lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
             step=state["step"], weight_decay=group["weight_decay"], decoupled=group["decoupled_weight_decay"],

@@ -21,14 +21,7 @@ class RMSprop(Optimizer):
     def _update(self, data, grad, state, group):
         xp = backend.namespace_of(data)
         alpha, lr = group["alpha"], group["lr"]
-        if not state:
-            state["step"] = 0
-            state["square_avg"] = xp.zeros_like(data)
-            if group["momentum"] > 0:
-                state["momentum_buffer"] = xp.zeros_like(data)
-            if group["centered"]:
-                state["grad_avg"] = xp.zeros_like(data)
-        state["step"] += 1
+        self._count_step(state, data, group)
         if group["weight_decay"]:
             grad = grad + group["weight_decay"] * data
         square_avg = state["square_avg"]
