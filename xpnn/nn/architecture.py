@@ -458,12 +458,15 @@ def _linear(args):
     return i * o + (o if args.get("bias", True) else 0) if _positive(i, o) else 0
 
 
-def _conv(args):
+def _conv(args, transposed=False):
+    """Conv2d's weight (out, in / groups, kh, kw), or ConvTranspose2d's (in, out / groups, kh,
+    kw), PyTorch's layouts; a bias of ``out``."""
     i, o, g = args["in_channels"], args["out_channels"], args.get("groups", 1)
     kh, kw = _pair(args["kernel_size"])
     if not _positive(i, o, kh, kw) or g < 1:
         return 0
-    return o * (i // g) * kh * kw + (o if args.get("bias", True) else 0)
+    rows, per_group = (i, o) if transposed else (o, i)
+    return rows * (per_group // g) * kh * kw + (o if args.get("bias", True) else 0)
 
 
 def _batchnorm(args):
@@ -514,12 +517,7 @@ def _conv1d(args):
 
 
 def _conv_transpose(args):
-    """The weight is (in, out / groups, kh, kw), PyTorch's layout."""
-    i, o, g = args["in_channels"], args["out_channels"], args.get("groups", 1)
-    kh, kw = _pair(args["kernel_size"])
-    if not _positive(i, o, kh, kw) or g < 1:
-        return 0
-    return i * (o // g) * kh * kw + (o if args.get("bias", True) else 0)
+    return _conv(args, transposed=True)
 
 
 def _prelu(args):
