@@ -176,30 +176,38 @@ class Trainer:
         return self.history
 
     def _train_epoch(self, loader, epoch, epochs, progress):
-        model = self.model
+        """One epoch of steps. Data-parallel, each step runs on this rank's shard of the global
+        batch, and the gradients (with the step's loss and count) are averaged over the ranks
+        before clipping and the update, so the tallied values are global."""
+        model, dp = self.model, self._dp
         model.train()
         forward, backward = model.forward, model.backward_params
         loss_forward, loss_backward = self.loss_fn.forward, self.loss_fn.backward
         zero_grad, step = self.optimizer.zero_grad, self.optimizer.step
-        first_group = self.optimizer.param_groups[0]
+        first_group, weighted = self.optimizer.param_groups[0], self._loss_weighted
         count = self._count
         schedule = self.scheduler.step if self.scheduler is not None and self.scheduler_interval == "step" else None
-        max_norm, params = self.clip_grad_norm, list(model.parameters())
-        tally = _Tally(self._loss_weighted, count is not None)
+        max_norm = self.clip_grad_norm
+        params = dp.params if dp is not None else list(model.parameters())
+        tally = _Tally(weighted, count is not None)
         losses, correct, sizes, rates = tally.losses, tally.correct, tally.sizes, tally.rates
         every = self.log_every
         flush_at = 1 if self.initial_loss is None else every  # the fit's first step is read at once: where the loss started
         total = len(loader) if hasattr(loader, "__len__") else None
+        batches = dp.shard(loader) if dp is not None else ((xb, yb, xb.shape[0]) for xb, yb in loader)
         bar = progress_bar(progress, total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, dynamic_ncols=True, mininterval=0)
         try:
-            if self._dp is not None:
-                self._train_shards(loader, tally, bar, epoch, total, flush_at)
-                loader = ()
-            for xb, yb in loader:
-                logits = forward(xb)
-                loss = loss_forward(logits, yb)
+            for xb, yb, n in batches:
                 zero_grad()
-                backward(loss_backward())
+                loss = hits = None
+                if dp is None or xb.shape[0]:  # a rank's shard of a short last batch may be empty
+                    logits = forward(xb)
+                    loss = loss_forward(logits, yb)
+                    backward(loss_backward())
+                    if count is not None:
+                        hits = count(logits, yb)
+                if dp is not None:
+                    loss, hits = dp.reduce_step(xb.shape[0], n, loss, hits, weighted)
                 if max_norm is not None:
                     clip_grad_norm_(params, max_norm)
                 rates.append(first_group["lr"])
@@ -207,9 +215,9 @@ class Trainer:
                 if schedule is not None:
                     schedule()
                 losses.append(loss)
-                sizes.append(xb.shape[0])
+                sizes.append(n)
                 if count is not None:
-                    correct.append(count(logits, yb))
+                    correct.append(hits)
                 if len(losses) == flush_at:
                     self._read_back(tally, bar, epoch, total)
                     flush_at = every
@@ -221,41 +229,6 @@ class Trainer:
             raise ConfigError(f"Trainer.fit: the training loader yielded no samples in epoch {epoch + 1}; expected at least one batch")
         self.last_step_lr = tally.last_lr
         return tally.mean_loss(), tally.accuracy()
-
-    def _train_shards(self, loader, tally, bar, epoch, total, flush_at):
-        """The data-parallel epoch: this rank's shard of each global batch, the gradients averaged
-        over the ranks before clipping and the step; the tallied loss and count are global."""
-        dp, model = self._dp, self.model
-        forward, backward = model.forward, model.backward_params
-        loss_forward, loss_backward = self.loss_fn.forward, self.loss_fn.backward
-        zero_grad, step = self.optimizer.zero_grad, self.optimizer.step
-        first_group, count, weighted = self.optimizer.param_groups[0], self._count, self._loss_weighted
-        schedule = self.scheduler.step if self.scheduler is not None and self.scheduler_interval == "step" else None
-        max_norm, params = self.clip_grad_norm, dp.params
-        for xb, yb, n in dp.shard(loader):
-            n_local = xb.shape[0]
-            zero_grad()
-            loss = correct = None
-            if n_local:
-                logits = forward(xb)
-                loss = loss_forward(logits, yb)
-                backward(loss_backward())
-                if count is not None:
-                    correct = count(logits, yb)
-            loss, correct = dp.reduce_step(n_local, n, loss, correct, weighted)
-            if max_norm is not None:
-                clip_grad_norm_(params, max_norm)
-            tally.rates.append(first_group["lr"])
-            step()
-            if schedule is not None:
-                schedule()
-            tally.losses.append(loss)
-            tally.sizes.append(n)
-            if count is not None:
-                tally.correct.append(correct)
-            if len(tally.losses) == flush_at:
-                self._read_back(tally, bar, epoch, total)
-                flush_at = self.log_every
 
     def _read_back(self, tally, bar, epoch, total):
         """One device sync: fetch the pending per-step values, stop on a non-finite loss, advance the bar."""
