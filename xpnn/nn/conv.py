@@ -91,37 +91,30 @@ class _ConvNd(Module):
 class _Convolution(_ConvNd):
     """Conv2d's forward and backward over NCHW images, shared by Conv1d."""
 
-    _cache = ("_windows", "_x_shape")  # what only backward needs: dropped by a forward under nn.no_grad()
+    _cache = ("_windows",)  # what only backward needs: dropped by a forward under nn.no_grad()
 
     def _convolve(self, x):
         """The convolution of a checked NCHW ``x``: an NCHW view of an (out, OH, OW, N) buffer."""
         xp = self.xp
         geometry = windows.window_geometry(tuple(x.shape), *self._geometry, self._where())
         oh, ow = geometry[-1]
-        self._x_shape = tuple(x.shape)
         self._windows = ops.conv_windows(x, *geometry, self.groups, self.out_channels // self.groups)
-        y = xp.reshape(self._windows.matmul(self._grouped_weight()), (self.out_channels, oh, ow, x.shape[0]))
-        if self.bias is not None:
-            y += xp.reshape(self.bias.data, (self.out_channels, 1, 1, 1))
+        bias = None if self.bias is None else self.bias.data
+        y = xp.reshape(self._windows.matmul(self._grouped_weight(), bias), (self.out_channels, oh, ow, x.shape[0]))
         return xp.permute_dims(y, (3, 0, 1, 2))
 
-    def _input_gradient(self, grad):
-        """Accumulate the parameter gradients for the NCHW output gradient ``grad``; return the
-        input's: the transposed convolution (``ops.conv.conv_transpose``)."""
-        grad_t = self._accumulate_param_grads(grad)
-        image = conv_ops.conv_transpose(self._grouped_weight(), grad_t, self._x_shape, *self._geometry, tuple(grad.shape[2:]))
-        return self.xp.permute_dims(image, (3, 0, 1, 2))
-
-    def _accumulate_param_grads(self, grad):
-        """Add the weight and bias gradients; return the output gradient as (G, out/G, OH*OW*N)."""
+    def _gradients(self, grad, need_input):
+        """Accumulate the weight and bias gradients for the NCHW output gradient ``grad``; return
+        the input's as a (C, H, W, N) image when ``need_input`` (the windows' transposed product,
+        ``ops.conv_windows``), else None."""
         xp = self.xp
         g = self.groups
         n, _, oh, ow = grad.shape
         grad_t = xp.reshape(xp.permute_dims(grad, (1, 2, 3, 0)), (g, self.out_channels // g, oh * ow * n))
-        grad_w = self._windows.weight_gradient(grad_t)
+        grad_w, image = self._windows.gradients(self._grouped_weight(), grad_t, need_input)
         self.weight.accumulate_grad(xp.reshape(xp.matrix_transpose(grad_w), self.weight.shape))
         self._bias_grad(grad_t)
-        return grad_t
+        return image
 
 
 class Conv2d(_Convolution):
@@ -169,18 +162,18 @@ class Conv2d(_Convolution):
         kh, kw = self.kernel_size
         self._build(in_channels, out_channels, groups, bias, init, dtype, generator,
                     weight_shape=lambda i, o, g: (o, i // g, kh, kw), fan_in=lambda s: s[1] * kh * kw, fan_out=lambda s: s[0] * kh * kw)
-        self._windows = self._x_shape = None
+        self._windows = None
 
     def forward(self, x):
         self._check_input(x, 4, "H, W")
         return self._convolve(x)
 
     def backward(self, grad):
-        return self._input_gradient(grad)
+        return self.xp.permute_dims(self._gradients(grad, True), (3, 0, 1, 2))
 
     def backward_params(self, grad):
-        """Weight and bias gradients only: a first layer skips the column GEMM and col2im."""
-        self._accumulate_param_grads(grad)
+        """Weight and bias gradients only: a first layer skips the input gradient's GEMM and col2im."""
+        self._gradients(grad, False)
 
 
 class Conv1d(_Convolution):
@@ -227,7 +220,7 @@ class Conv1d(_Convolution):
         (k,) = self.kernel_size
         self._build(in_channels, out_channels, groups, bias, init, dtype, generator,
                     weight_shape=lambda i, o, g: (o, i // g, k), fan_in=lambda s: s[1] * k, fan_out=lambda s: s[0] * k)
-        self._windows = self._x_shape = None
+        self._windows = None
 
     def forward(self, x):
         self._check_input(x, 3, "L")
@@ -240,11 +233,12 @@ class Conv1d(_Convolution):
         return self._convolve(self.xp.expand_dims(x, axis=2))[:, :, 0, :]
 
     def backward(self, grad):
-        return self._input_gradient(self.xp.expand_dims(grad, axis=2))[:, :, 0, :]
+        image = self._gradients(self.xp.expand_dims(grad, axis=2), True)
+        return self.xp.permute_dims(image, (3, 0, 1, 2))[:, :, 0, :]
 
     def backward_params(self, grad):
-        """Weight and bias gradients only: a first layer skips the column GEMM and col2im."""
-        self._accumulate_param_grads(self.xp.expand_dims(grad, axis=2))
+        """Weight and bias gradients only: a first layer skips the input gradient's GEMM and col2im."""
+        self._gradients(self.xp.expand_dims(grad, axis=2), False)
 
 
 class ConvTranspose2d(_ConvNd):

@@ -1,21 +1,31 @@
-"""The window matrix of a convolution's input, for Conv2d's two GEMMs that read it: the forward
-product with the weight and the weight gradient.
+"""The windows of a convolution's input, for Conv2d's three products that read them: the forward
+product with the weight, the weight gradient and the input gradient.
 
 Also :func:`conv_transpose`, the transposed product that Conv2d's backward and ConvTranspose2d's
 forward share: the (G, K, O) weight's transpose times a (G, O, P) batch-last operand, summed back
 into an image by ``col2im_batch_last``.
 
-Door: :func:`conv_windows` keeps the whole (G, C/G*KH*KW, OH*OW*N) matrix
-(:class:`WindowMatrix`), except on NumPy for a layer with few outputs per group, whose windows
-are unfolded again, a few output rows at a time, each time a product needs them
-(:class:`StreamedWindows`): with so few rows of weights OpenBLAS streams the matrix at memory
-speed, so products over pieces that stay in cache are faster, and only the padded input is kept.
-The measurements behind the constants are in ``bench/NOTES.md``."""
+Door: :func:`conv_windows` chooses, on NumPy, Winograd tiles (``ops.winograd``) for a 3x3,
+stride-1 convolution with enough channels on both sides (``WINOGRAD_MIN_CHANNELS``); else it
+keeps the whole (G, C/G*KH*KW, OH*OW*N) window matrix (:class:`WindowMatrix`), except on NumPy for
+a layer with few outputs per group, whose windows are unfolded again, a few output rows at a time,
+each time a product needs them (:class:`StreamedWindows`): with so few rows of weights OpenBLAS
+streams the matrix at memory speed, so products over pieces that stay in cache are faster, and
+only the padded input is kept. CuPy and the other namespaces always take the window matrix. The
+measurements behind the constants are in ``bench/NOTES.md``."""
 
 import numpy as np
 
 from .. import backend
+from .winograd import WinogradWindows
 from .windows import col2im_batch_last, im2col_batch_last, im2col_rows, padded_batch_last
+
+# On NumPy, a 3x3 stride-1 convolution with at least this many input and output channels and an
+# even output height and width runs as Winograd F(2x2, 3x3) (``ops.winograd``). With fewer channels
+# the 16 thin GEMMs and the four memory-bound tile transforms cost more than the 2.25 times fewer
+# multiplications save; an odd output computes a wasted half tile row and column
+# (``bench/winograd.py``).
+WINOGRAD_MIN_CHANNELS = 32
 
 # A NumPy layer with at most this many outputs per group streams its windows, in pieces of about
 # STREAM_PIECE_BYTES (at least one output row).
@@ -30,10 +40,24 @@ WEIGHT_GRADIENT_PIECE = 1 << 20
 def conv_windows(x, kernel, stride, padding, dilation, output_size, groups, outputs_per_group):
     """The windows of NCHW ``x`` for a convolution with this geometry (pairs of ints, already
     validated, as ``window_geometry`` returns them) and ``groups``: an object with
-    ``matmul(weight)`` and ``weight_gradient(grad)``."""
-    if backend.fast_path(backend.namespace_of(x)) == "numba" and outputs_per_group <= STREAM_MAX_OUTPUTS:
+    ``matmul(weight, bias)``, ``weight_gradient(grad)``, ``input_gradient(weight, grad)`` and
+    ``gradients(weight, grad, need_input)`` (both, in one pass where that saves work)."""
+    numba = backend.fast_path(backend.namespace_of(x)) == "numba"
+    if numba and winograd_fits(x, kernel, stride, dilation, output_size, groups, outputs_per_group):
+        return WinogradWindows(x, padding, output_size)
+    if numba and outputs_per_group <= STREAM_MAX_OUTPUTS:
         return StreamedWindows(x, kernel, stride, padding, dilation, output_size, groups)
-    return WindowMatrix(x, kernel, stride, padding, dilation, groups)
+    return WindowMatrix(x, kernel, stride, padding, dilation, output_size, groups)
+
+
+def winograd_fits(x, kernel, stride, dilation, output_size, groups, outputs):
+    """Whether Winograd F(2x2, 3x3) computes this convolution, and pays on NumPy: 3x3, stride 1,
+    undilated, one group, float32 or float64, at least ``WINOGRAD_MIN_CHANNELS`` input and output
+    channels, and an output of whole 2x2 tiles (even height and width)."""
+    return (
+        kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1) and groups == 1 and backend.kernel_dtype(x)
+        and min(x.shape[1], outputs) >= WINOGRAD_MIN_CHANNELS and output_size[0] % 2 == 0 and output_size[1] % 2 == 0
+    )
 
 
 def conv_transpose(weight, operand, image_shape, kernel, stride, padding, dilation, windows):
@@ -65,29 +89,52 @@ def reached_size(image_shape, kernel, stride, padding, dilation, windows):
     return tuple(fit)
 
 
-class WindowMatrix:
+class _Windows:
+    """What the window matrices share: the geometry, the bias, and the input gradient."""
+
+    def _keep_geometry(self, x, kernel, stride, padding, dilation, output_size):
+        self.x_shape, self.geometry, self.output_size = tuple(x.shape), (kernel, stride, padding, dilation), output_size
+
+    def _add_bias(self, y, bias):
+        if bias is not None:
+            y += self.xp.reshape(bias, (y.shape[0], y.shape[1], 1))
+        return y
+
+    def input_gradient(self, weight, grad):
+        """The input gradient, (C, H, W, N) batch-last, for the (G, O, K) weight and the
+        (G, O, OH*OW*N) output gradient: :func:`conv_transpose`."""
+        return conv_transpose(weight, grad, self.x_shape, *self.geometry, self.output_size)
+
+    def gradients(self, weight, grad, need_input):
+        """The weight gradient (G, K, O) and, when ``need_input``, the input gradient (else None)."""
+        return self.weight_gradient(grad), self.input_gradient(weight, grad) if need_input else None
+
+
+class WindowMatrix(_Windows):
     """The whole window matrix of ``im2col_batch_last``, as (G, C/G*KH*KW, OH*OW*N)."""
 
-    def __init__(self, x, kernel, stride, padding, dilation, groups):
+    def __init__(self, x, kernel, stride, padding, dilation, output_size, groups):
         xp = backend.namespace_of(x)
         cols = im2col_batch_last(x, kernel, stride, padding, dilation)
         self.xp = xp
         self.cols = xp.reshape(cols, (groups, cols.shape[0] // groups, cols.shape[-1]))
+        self._keep_geometry(x, kernel, stride, padding, dilation, output_size)
 
     def pieces(self):
         """(start, stop, cols) over the output pixels: here one piece, the whole matrix."""
         yield 0, self.cols.shape[-1], self.cols
 
-    def matmul(self, weight):
-        """``weight (G, O, K) @ windows``: the (G, O, OH*OW*N) convolution output."""
-        return weight @ self.cols
+    def matmul(self, weight, bias=None):
+        """``weight (G, O, K) @ windows``, plus ``bias`` (G*O values) when given: the
+        (G, O, OH*OW*N) convolution output."""
+        return self._add_bias(weight @ self.cols, bias)
 
     def weight_gradient(self, grad):
         """``windows @ grad^T`` for the (G, O, OH*OW*N) output gradient: (G, K, O)."""
         return weight_gradient(self.xp, self.cols, grad)
 
 
-class StreamedWindows:
+class StreamedWindows(_Windows):
     """The windows of a padded batch-last input, unfolded a piece of a few output rows at a time
     into one reused buffer (NumPy only: products are written into views with ``out=``)."""
 
@@ -97,6 +144,7 @@ class StreamedWindows:
         self.kernel, self.stride, self.dilation, self.groups = kernel, stride, dilation, groups
         self.out_size = output_size
         self.pixels = self.out_size[0] * self.out_size[1] * x.shape[0]
+        self._keep_geometry(x, kernel, stride, padding, dilation, output_size)
 
     def pieces(self):
         """(start, stop, cols): the windows of output pixels start..stop (batch-last order) as
@@ -112,12 +160,12 @@ class StreamedWindows:
             im2col_rows(self.image, self.kernel, self.stride, self.dilation, (first, last), ow, piece)
             yield first * ow * n, last * ow * n, xp.reshape(piece, (self.groups, c * kh * kw // self.groups, (last - first) * ow * n))
 
-    def matmul(self, weight):
+    def matmul(self, weight, bias=None):
         xp = self.xp
         y = xp.empty((*weight.shape[:2], self.pixels), dtype=self.image.dtype)
         for start, stop, cols in self.pieces():
             _matmul_into(weight, cols, y[..., start:stop])
-        return y
+        return self._add_bias(y, bias)
 
     def weight_gradient(self, grad):
         total = None

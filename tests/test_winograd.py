@@ -1,0 +1,151 @@
+"""Winograd F(2x2, 3x3) (``xpnn.ops.winograd``): the tiles' products equal im2col's on a grid of
+geometries (odd and even sizes, paddings 0-2, batch 1 and more), through the Numba transforms on
+NumPy and the portable ones elsewhere; each Numba transform equals its portable twin; Conv2d
+takes Winograd exactly where ``ops.conv.winograd_fits`` says and its gradients pass the float64
+finite-difference check there."""
+
+import array_api_strict
+import numpy as np
+import pytest
+
+from gradcheck import check_layer
+from xpnn import backend as xb
+from xpnn import nn
+from xpnn.ops import conv, winograd
+
+GEOMETRIES = [  # (N, C, O, H, W, padding)
+    (1, 1, 1, 3, 3, 0),
+    (2, 3, 5, 4, 4, 1),
+    (3, 4, 2, 5, 7, 1),
+    (1, 2, 3, 6, 5, 0),
+    (2, 5, 4, 2, 3, 2),
+    (4, 32, 33, 8, 6, 1),
+    (9, 3, 4, 7, 7, 0),
+]
+
+
+def _geometry(h, w, padding):
+    return ((3, 3), (1, 1), (padding, padding), (1, 1), (h + 2 * padding - 2, w + 2 * padding - 2))
+
+
+@pytest.mark.parametrize("n, c, o, h, w, padding", GEOMETRIES)
+def test_winograd_products_equal_im2col(backend, rng, n, c, o, h, w, padding):
+    """Forward (with and without bias), the weight gradient, the input gradient, alone and
+    together, against the window matrix's products on NumPy, float64."""
+    x = rng.normal(size=(n, c, h, w))
+    weight = rng.normal(size=(1, o, c * 9))
+    bias = rng.normal(size=o)
+    geometry = _geometry(h, w, padding)
+    reference = conv.WindowMatrix(x, *geometry, 1)
+    y = reference.matmul(weight, bias)
+    grad = rng.normal(size=y.shape)
+    tiles = winograd.WinogradWindows(backend.asarray(x), geometry[2], geometry[4])
+    be_weight, be_grad = backend.asarray(weight), backend.asarray(grad)
+
+    def close(got, expected):
+        np.testing.assert_allclose(xb.to_numpy(got), expected, rtol=1e-11, atol=1e-11)
+
+    close(tiles.matmul(be_weight, backend.asarray(bias)), y)
+    close(tiles.matmul(be_weight), reference.matmul(weight))
+    grad_w, grad_x = tiles.gradients(be_weight, be_grad, True)
+    close(grad_w, reference.weight_gradient(grad))
+    close(grad_x, reference.input_gradient(weight, grad))
+    assert tuple(grad_x.shape) == (c, h, w, n)
+    only_w, none = tiles.gradients(be_weight, be_grad, False)
+    assert none is None
+    close(only_w, reference.weight_gradient(grad))
+    close(tiles.weight_gradient(be_grad), reference.weight_gradient(grad))
+    close(tiles.input_gradient(be_weight, be_grad), reference.input_gradient(weight, grad))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("tile_grid, n", [((1, 1), 1), ((3, 2), 5), ((2, 4), 16)])
+def test_numba_transforms_equal_their_portable_twins(rng, dtype, tile_grid, n):
+    """Each of the four tile transforms: the Numba loop against the strided-slice version run on
+    array_api_strict. Three add the same terms in the same order (equal bits); the input
+    transform's transpose adds overlapping tiles in another order (round-off)."""
+    from xpnn.kernels import numba_winograd
+
+    rows, cols = tile_grid
+    padded = (2 * rows + 2, 2 * cols + 2)
+    image = rng.normal(size=(3, *padded, n)).astype(dtype)
+    products = rng.normal(size=(16, 4, rows, cols, n)).astype(dtype)
+    bias = rng.normal(size=4).astype(dtype)
+    grad = rng.normal(size=(4, 2 * rows - 1, 2 * cols, n)).astype(dtype)  # an odd height
+    strict = array_api_strict.asarray
+
+    np.testing.assert_array_equal(numba_winograd.input_tiles(image, tile_grid),
+                                  np.asarray(winograd.input_tiles_portable(strict(image), tile_grid)))
+    odd = (2 * rows - 1, 2 * cols)
+    np.testing.assert_array_equal(numba_winograd.output_tiles(products, bias, odd),
+                                  np.asarray(winograd.output_tiles_portable(strict(products), strict(bias), odd)))
+    np.testing.assert_array_equal(numba_winograd.output_tiles_transposed(grad, tile_grid),
+                                  np.asarray(winograd.output_tiles_transposed_portable(strict(grad), tile_grid)))
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(numba_winograd.input_tiles_transposed(products[:, :3], padded),
+                               np.asarray(winograd.input_tiles_transposed_portable(strict(products[:, :3]), padded)),
+                               rtol=tol, atol=tol)
+
+
+def test_the_input_transform_is_the_transpose_of_its_gradient(rng):
+    """<B^T d B, v> = <d, B v B^T> summed over tiles, for both pairs of transforms: each backward
+    transform is the exact adjoint of its forward one."""
+    image = rng.normal(size=(2, 8, 6, 3))
+    tiles = rng.normal(size=(16, 2, 3, 2, 3))
+    forward = np.sum(winograd.input_tiles(image, (3, 2)) * tiles)
+    assert np.isclose(forward, np.sum(image * winograd.input_tiles_transposed(tiles, (8, 6))), rtol=1e-12)
+    grad = rng.normal(size=(2, 5, 4, 3))
+    zero_bias = np.zeros(2)
+    forward = np.sum(winograd.output_tiles(tiles, zero_bias, (5, 4)) * grad)
+    assert np.isclose(forward, np.sum(tiles * winograd.output_tiles_transposed(grad, (3, 2))), rtol=1e-12)
+
+
+def _windows_kind(x, out_channels, kernel=3, stride=1, padding=1, groups=1):
+    layer = nn.Conv2d(x.shape[1], out_channels, kernel, stride=stride, padding=padding, groups=groups,
+                      dtype=xb.dtype_name(x.dtype), xp=None if isinstance(x, np.ndarray) else "array_api_strict")
+    layer(x)
+    return type(layer._windows).__name__
+
+
+def test_conv2d_takes_winograd_only_where_it_pays():
+    """NumPy, 3x3, stride 1, undilated, one group, float32/64, >= WINOGRAD_MIN_CHANNELS channels
+    in and out, an even output: Winograd; anything else: the window matrix."""
+    c = conv.WINOGRAD_MIN_CHANNELS
+    x = np.zeros((2, c, 6, 6), dtype=np.float32)
+    assert _windows_kind(x, c) == "WinogradWindows"
+    assert _windows_kind(x.astype(np.float64), c, padding=0) == "WinogradWindows"
+    assert _windows_kind(x, c - 1) == "WindowMatrix"
+    assert _windows_kind(np.zeros((2, c - 1, 6, 6), np.float32), c) == "WindowMatrix"
+    assert _windows_kind(np.zeros((2, c, 7, 6), np.float32), c) == "WindowMatrix"  # odd output height
+    assert _windows_kind(x, c, stride=2) == "WindowMatrix"
+    assert _windows_kind(x, c, kernel=5, padding=2) == "WindowMatrix"
+    assert _windows_kind(x, c, groups=2) == "WindowMatrix"
+    assert _windows_kind(x.astype(np.float16), c) == "WindowMatrix"
+    assert _windows_kind(array_api_strict.asarray(x), c) == "WindowMatrix"
+
+
+@pytest.mark.parametrize("shape, out, padding", [((2, 3, 4, 4), 4, 1), ((1, 2, 6, 4), 3, 0), ((3, 2, 5, 5), 2, 1)])
+def test_conv2d_through_winograd_passes_the_gradient_check(monkeypatch, rng, shape, out, padding):
+    """With the channel threshold lowered to 1, small float64 Conv2d layers run through Winograd
+    (the odd 5x5 one through im2col) and their input and parameter gradients match
+    finite differences; forward and backward equal those of the window matrix."""
+    monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 1)
+    layer = nn.Conv2d(shape[1], out, 3, padding=padding, generator=np.random.default_rng(5))
+    layer.bias.data = rng.normal(size=out).astype(np.float32)
+    be = type("Numpy", (), {"device": "cpu", "asarray": staticmethod(np.asarray)})
+    check_layer(layer, rng.normal(size=shape), be, rng)
+    x = rng.normal(size=shape)
+    grad = rng.normal(size=layer(x).shape)
+    assert isinstance(layer._windows, winograd.WinogradWindows) == (shape[2] % 2 == 0)
+    results = []
+    for threshold in (1, 10**9):
+        monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", threshold)
+        layer.zero_grad()
+        y = layer(x).copy()
+        results.append((y, layer.backward(grad).copy(), layer.weight.grad.copy(), layer.bias.grad.copy()))
+        layer.zero_grad()
+        layer(x)
+        layer.backward_params(grad)
+        np.testing.assert_allclose(layer.weight.grad, results[-1][2], rtol=1e-12, atol=1e-12)
+    for winograd_result, matrix_result in zip(*results):
+        np.testing.assert_allclose(winograd_result, matrix_result, rtol=1e-11, atol=1e-11)

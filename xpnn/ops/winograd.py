@@ -1,0 +1,231 @@
+"""Winograd F(2x2, 3x3) convolution: a 3x3, stride-1 convolution as sixteen GEMMs over tiles,
+with 2.25 times fewer multiplications than im2col's one GEMM (Lavin and Gray, "Fast Algorithms
+for Convolutional Neural Networks", 2015).
+
+Each 2x2 block of output pixels is computed from the 4x4 input tile around it:
+``Y = A^T [(G w G^T) * (B^T d B)] A``, summed over input channels. The elementwise product summed
+over channels is, for each of the 16 tile positions, a GEMM of the (O, C) transformed weight with
+the (C, tiles) transformed input; the transforms are additions only. The backward pass is the
+transpose of the same steps: the output gradient's tiles ``A g A^T`` times the input tiles give
+the weight gradient (then ``G^T . G``), times the weight the input tiles' gradient (then
+``B . B^T``, added where tiles overlap).
+
+:class:`WinogradWindows` has the interface of ``ops.conv``'s window matrices, so Conv2d (and
+ConvTranspose2d's backward) use it unchanged; ``ops.conv.conv_windows`` chooses it. Door for the
+four tile transforms: the Numba loops (``xpnn.kernels.numba_winograd``) for C-contiguous float32
+or float64 NumPy arrays, else the portable strided-slice versions beside them, which compute the
+same terms in the same order."""
+
+from .. import backend
+
+# The transforms of F(2x2, 3x3), as in Lavin and Gray: B^T (input), G (weight), A^T (output).
+INPUT_TRANSFORM = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
+WEIGHT_TRANSFORM = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+OUTPUT_TRANSFORM = ((1, 1, 1, 0), (0, 1, -1, -1))
+
+
+class WinogradWindows:
+    """A 3x3, stride-1, undilated, ungrouped convolution's input as Winograd tiles: the
+    (16, C, TH, TW, N) transformed 4x4 tiles of the zero-padded batch-last image, TH = ceil(OH/2)
+    (TW likewise), kept for the backward pass (4*C*OH*OW*N values against im2col's 9). ``matmul``,
+    ``weight_gradient``, ``input_gradient`` and ``gradients`` are the convolution's products."""
+
+    def __init__(self, x, padding, output_size):
+        xp = backend.namespace_of(x)
+        self.xp = xp
+        self.x_shape, self.padding, self.output_size = tuple(x.shape), padding, output_size
+        self.tile_grid = ((output_size[0] + 1) // 2, (output_size[1] + 1) // 2)
+        self.padded_size = (2 * self.tile_grid[0] + 2, 2 * self.tile_grid[1] + 2)
+        self.tiles = input_tiles(_tile_image(x, padding, self.padded_size), self.tile_grid)
+
+    def _flat(self, tiles):
+        return self.xp.reshape(tiles, (16, tiles.shape[1], -1))
+
+    def _tiles(self, flat):
+        return self.xp.reshape(flat, (16, flat.shape[1], *self.tile_grid, self.x_shape[0]))
+
+    def _weight_tiles(self, weight):
+        """The (16, O, C) transformed weight ``G w G^T`` of a (1, O, C*9) grouped weight."""
+        xp = self.xp
+        o = weight.shape[1]
+        g = _transform_matrix(xp, WEIGHT_TRANSFORM, weight)
+        u = g @ xp.reshape(weight, (o, -1, 3, 3)) @ xp.matrix_transpose(g)
+        return xp.reshape(xp.permute_dims(u, (2, 3, 0, 1)), (16, o, -1))
+
+    def matmul(self, weight, bias=None):
+        """The convolution of the kept input with a (1, O, C*9) weight, plus ``bias`` (O values)
+        when given: (1, O, OH*OW*N), batch-last."""
+        xp = self.xp
+        products = self._tiles(self._weight_tiles(weight) @ self._flat(self.tiles))
+        if bias is None:
+            bias = xp.zeros((products.shape[1],), dtype=products.dtype, device=backend.device_of(products))
+        y = output_tiles(products, bias, self.output_size)
+        return xp.reshape(y, (1, y.shape[0], -1))
+
+    def weight_gradient(self, grad):
+        """``gradients`` without the input gradient: the (1, C*9, O) weight gradient."""
+        return self.gradients(None, grad, False)[0]
+
+    def input_gradient(self, weight, grad):
+        """``gradients``' input gradient alone."""
+        return self.gradients(weight, grad, True)[1]
+
+    def gradients(self, weight, grad, need_input):
+        """For the (1, O, OH*OW*N) output gradient: the weight gradient as (1, C*9, O) (the
+        gradient's tiles ``A g A^T`` times the input tiles, then ``G^T . G`` back to 3x3) and, when
+        ``need_input``, the input gradient as a (C, H, W, N) batch-last image (the (1, O, C*9)
+        weight's tiles times the gradient's, then ``B . B^T`` added where tiles overlap); else
+        None. The gradient's tiles are transformed once for both."""
+        xp = self.xp
+        o, c = grad.shape[1], self.x_shape[1]
+        grad_image = xp.reshape(grad, (o, *self.output_size, self.x_shape[0]))
+        grad_tiles = self._flat(output_tiles_transposed(grad_image, self.tile_grid))
+        du = xp.permute_dims(xp.reshape(grad_tiles @ xp.matrix_transpose(self._flat(self.tiles)), (4, 4, o, c)), (2, 3, 0, 1))
+        g = _transform_matrix(xp, WEIGHT_TRANSFORM, du)
+        grad_w = xp.matrix_transpose(xp.reshape(xp.matrix_transpose(g) @ du @ g, (1, o, c * 9)))
+        if not need_input:
+            return grad_w, None
+        tile_grads = xp.matrix_transpose(self._weight_tiles(weight)) @ grad_tiles
+        image = input_tiles_transposed(self._tiles(tile_grads), self.padded_size)
+        (ph, pw), (h, w) = self.padding, self.x_shape[2:]
+        return grad_w, image[:, ph:ph + h, pw:pw + w, :]
+
+
+def _transform_matrix(xp, rows, like):
+    return xp.asarray(rows, dtype=like.dtype, device=backend.device_of(like))
+
+
+def _tile_image(x, padding, padded_size):
+    """NCHW ``x`` as a C-contiguous batch-last (C, Hp, Wp, N) image of ``padded_size``: ``padding``
+    zeros before, and after, zeros up to the size (one more row or column when the output is odd)."""
+    xp = backend.namespace_of(x)
+    (ph, pw), (n, c, h, w) = padding, x.shape
+    batch_last = xp.permute_dims(x, (1, 2, 3, 0))
+    if (ph, pw) == (0, 0) and (h, w) == padded_size and backend.is_c_contiguous(batch_last):
+        return batch_last
+    image = xp.zeros((c, *padded_size, n), dtype=x.dtype, device=backend.device_of(x))
+    image[:, ph:ph + h, pw:pw + w, :] = batch_last
+    return image
+
+
+def _numba_fits(*arrays):
+    return all(
+        backend.fast_path(backend.namespace_of(a)) == "numba" and backend.kernel_dtype(a) and backend.is_c_contiguous(a)
+        for a in arrays
+    )
+
+
+def input_tiles(image, tile_grid):
+    """The (16, C, TH, TW, N) tiles ``B^T d B`` of a padded (C, 2*TH+2, 2*TW+2, N) image.
+
+    Door: ``numba_winograd.input_tiles`` on NumPy, else :func:`input_tiles_portable`."""
+    if _numba_fits(image):
+        from ..kernels import numba_winograd
+
+        return numba_winograd.input_tiles(image, tile_grid)
+    return input_tiles_portable(image, tile_grid)
+
+
+def input_tiles_portable(image, tile_grid):
+    """:func:`input_tiles` in Array API calls: the 16 strided tile views, combined."""
+    xp = backend.namespace_of(image)
+    (rows, cols), (c, n) = tile_grid, (image.shape[0], image.shape[-1])
+    d = [[image[:, i:i + 2 * rows - 1:2, j:j + 2 * cols - 1:2, :] for j in range(4)] for i in range(4)]
+    t = [[d[0][j] - d[2][j] for j in range(4)], [d[1][j] + d[2][j] for j in range(4)],
+         [d[2][j] - d[1][j] for j in range(4)], [d[1][j] - d[3][j] for j in range(4)]]
+    tiles = xp.empty((16, c, rows, cols, n), dtype=image.dtype, device=backend.device_of(image))
+    for i in range(4):
+        tiles[4 * i, ...] = t[i][0] - t[i][2]
+        tiles[4 * i + 1, ...] = t[i][1] + t[i][2]
+        tiles[4 * i + 2, ...] = t[i][2] - t[i][1]
+        tiles[4 * i + 3, ...] = t[i][1] - t[i][3]
+    return tiles
+
+
+def output_tiles(products, bias, output_size):
+    """The (O, OH, OW, N) image ``A^T m A + bias`` of (16, O, TH, TW, N) tile products.
+
+    Door: ``numba_winograd.output_tiles`` on NumPy, else :func:`output_tiles_portable`."""
+    if _numba_fits(products, bias):
+        from ..kernels import numba_winograd
+
+        return numba_winograd.output_tiles(products, bias, output_size)
+    return output_tiles_portable(products, bias, output_size)
+
+
+def output_tiles_portable(products, bias, output_size):
+    """:func:`output_tiles` in Array API calls: each of the four output offsets of every tile
+    written through one strided view, then the odd edge cropped."""
+    xp = backend.namespace_of(products)
+    _, o, rows, cols, n = products.shape
+    m = [[products[4 * i + j, ...] for j in range(4)] for i in range(4)]
+    s = [[m[0][j] + m[1][j] + m[2][j] for j in range(4)], [m[1][j] - m[2][j] - m[3][j] for j in range(4)]]
+    b = xp.reshape(bias, (o, 1, 1, 1))
+    out = xp.empty((o, 2 * rows, 2 * cols, n), dtype=products.dtype, device=backend.device_of(products))
+    for a in range(2):
+        out[:, a::2, 0::2, :] = s[a][0] + s[a][1] + s[a][2] + b
+        out[:, a::2, 1::2, :] = s[a][1] - s[a][2] - s[a][3] + b
+    if output_size == (2 * rows, 2 * cols):
+        return out
+    return xp.asarray(out[:, :output_size[0], :output_size[1], :], copy=True)
+
+
+def output_tiles_transposed(grad, tile_grid):
+    """The transpose of :func:`output_tiles` (bias aside): the (16, O, TH, TW, N) tiles
+    ``A g A^T`` of an (O, OH, OW, N) gradient, zeros beyond an odd edge.
+
+    Door: ``numba_winograd.output_tiles_transposed`` on NumPy, else
+    :func:`output_tiles_transposed_portable`."""
+    if _numba_fits(grad):
+        from ..kernels import numba_winograd
+
+        return numba_winograd.output_tiles_transposed(grad, tile_grid)
+    return output_tiles_transposed_portable(grad, tile_grid)
+
+
+def output_tiles_transposed_portable(grad, tile_grid):
+    """:func:`output_tiles_transposed` in Array API calls over the four strided output views."""
+    xp = backend.namespace_of(grad)
+    (rows, cols), (o, height, width, n) = tile_grid, grad.shape
+    if (height, width) != (2 * rows, 2 * cols):
+        full = xp.zeros((o, 2 * rows, 2 * cols, n), dtype=grad.dtype, device=backend.device_of(grad))
+        full[:, :height, :width, :] = grad
+        grad = full
+    g = [[grad[:, a::2, b::2, :] for b in range(2)] for a in range(2)]
+    s = [[g[0][b] for b in range(2)], [g[0][b] + g[1][b] for b in range(2)],
+         [g[0][b] - g[1][b] for b in range(2)], [-g[1][b] for b in range(2)]]
+    tiles = xp.empty((16, o, rows, cols, n), dtype=grad.dtype, device=backend.device_of(grad))
+    for i in range(4):
+        tiles[4 * i, ...] = s[i][0]
+        tiles[4 * i + 1, ...] = s[i][0] + s[i][1]
+        tiles[4 * i + 2, ...] = s[i][0] - s[i][1]
+        tiles[4 * i + 3, ...] = -s[i][1]
+    return tiles
+
+
+def input_tiles_transposed(tiles, padded_size):
+    """The transpose of :func:`input_tiles`: the padded (C, Hp, Wp, N) image gradient of
+    (16, C, TH, TW, N) tiles, each tile's ``B v B^T`` added where tiles overlap.
+
+    Door: ``numba_winograd.input_tiles_transposed`` on NumPy, else
+    :func:`input_tiles_transposed_portable`."""
+    if _numba_fits(tiles):
+        from ..kernels import numba_winograd
+
+        return numba_winograd.input_tiles_transposed(tiles, padded_size)
+    return input_tiles_transposed_portable(tiles, padded_size)
+
+
+def input_tiles_transposed_portable(tiles, padded_size):
+    """:func:`input_tiles_transposed` in Array API calls: one strided add per tile position."""
+    xp = backend.namespace_of(tiles)
+    _, c, rows, cols, n = tiles.shape
+    v = [[tiles[4 * i + j, ...] for j in range(4)] for i in range(4)]
+    t = [v[0], [v[1][j] - v[2][j] + v[3][j] for j in range(4)], [v[1][j] + v[2][j] - v[0][j] for j in range(4)],
+         [-v[3][j] for j in range(4)]]
+    image = xp.zeros((c, *padded_size, n), dtype=tiles.dtype, device=backend.device_of(tiles))
+    for i in range(4):
+        parts = (t[i][0], t[i][1] - t[i][2] + t[i][3], t[i][1] + t[i][2] - t[i][0], -t[i][3])
+        for j in range(4):
+            image[:, i:i + 2 * rows - 1:2, j:j + 2 * cols - 1:2, :] += parts[j]
+    return image
