@@ -59,45 +59,71 @@ def test_winograd_products_equal_im2col(backend, rng, n, c, o, h, w, padding):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("tile_grid, n", [((1, 1), 1), ((3, 2), 5), ((2, 4), 16)])
-def test_numba_transforms_equal_their_portable_twins(rng, dtype, tile_grid, n):
-    """Each of the four tile transforms: the Numba loop against the strided-slice version run on
-    array_api_strict. Three add the same terms in the same order (equal bits); the input
-    transform's transpose adds overlapping tiles in another order (round-off)."""
+@pytest.mark.parametrize("tile_grid, tile_rows, n", [((1, 1), (0, 1), 1), ((3, 2), (1, 3), 5), ((4, 4), (0, 2), 16)])
+def test_numba_transforms_equal_their_portable_twins(rng, dtype, tile_grid, tile_rows, n):
+    """Each of the four tile transforms, over a range of tile rows: the Numba loop against the
+    strided-slice version run on array_api_strict. Three add the same terms in the same order
+    (equal bits); the input transform's transpose adds overlapping tiles in another order."""
     from xpnn.kernels import numba_winograd
 
     rows, cols = tile_grid
+    chunk = tile_rows[1] - tile_rows[0]
     padded = (2 * rows + 2, 2 * cols + 2)
+    odd = (2 * rows - 1, 2 * cols)  # an odd output height: the last tile row's second half dropped
     image = rng.normal(size=(3, *padded, n)).astype(dtype)
-    products = rng.normal(size=(16, 4, rows, cols, n)).astype(dtype)
+    products = rng.normal(size=(16, 4, chunk, cols, n)).astype(dtype)
     bias = rng.normal(size=4).astype(dtype)
-    grad = rng.normal(size=(4, 2 * rows - 1, 2 * cols, n)).astype(dtype)  # an odd height
+    grad = rng.normal(size=(4, *odd, n)).astype(dtype)
     strict = array_api_strict.asarray
 
-    np.testing.assert_array_equal(numba_winograd.input_tiles(image, tile_grid),
-                                  np.asarray(winograd.input_tiles_portable(strict(image), tile_grid)))
-    odd = (2 * rows - 1, 2 * cols)
-    np.testing.assert_array_equal(numba_winograd.output_tiles(products, bias, odd),
-                                  np.asarray(winograd.output_tiles_portable(strict(products), strict(bias), odd)))
-    np.testing.assert_array_equal(numba_winograd.output_tiles_transposed(grad, tile_grid),
-                                  np.asarray(winograd.output_tiles_transposed_portable(strict(grad), tile_grid)))
+    np.testing.assert_array_equal(numba_winograd.input_tiles(image, tile_rows, cols),
+                                  np.asarray(winograd.input_tiles_portable(strict(image), tile_rows, cols)))
+    compiled, portable = np.full((4, *odd, n), 7, dtype=dtype), strict(np.full((4, *odd, n), 7, dtype=dtype))
+    numba_winograd.output_tiles(products, bias, compiled, tile_rows[0])
+    winograd.output_tiles_portable(strict(products), strict(bias), portable, tile_rows[0])
+    np.testing.assert_array_equal(compiled, np.asarray(portable))
+    written = np.zeros(odd[0], dtype=bool)
+    written[2 * tile_rows[0]:2 * tile_rows[1]] = True
+    assert np.all(compiled[:, ~written] == 7) and not np.any(compiled[:, written] == 7)
+    np.testing.assert_array_equal(numba_winograd.output_tiles_transposed(grad, tile_rows, cols),
+                                  np.asarray(winograd.output_tiles_transposed_portable(strict(grad), tile_rows, cols)))
+    start = rng.normal(size=(3, *padded, n)).astype(dtype)
+    compiled, portable = start.copy(), strict(start)
+    numba_winograd.input_tiles_transposed(np.ascontiguousarray(products[:, :3]), compiled, tile_rows[0])
+    winograd.input_tiles_transposed_portable(strict(products[:, :3]), portable, tile_rows[0])
     tol = 1e-6 if dtype == np.float32 else 1e-14
-    np.testing.assert_allclose(numba_winograd.input_tiles_transposed(products[:, :3], padded),
-                               np.asarray(winograd.input_tiles_transposed_portable(strict(products[:, :3]), padded)),
-                               rtol=tol, atol=tol)
+    np.testing.assert_allclose(compiled, np.asarray(portable), rtol=tol, atol=tol)
 
 
-def test_the_input_transform_is_the_transpose_of_its_gradient(rng):
-    """<B^T d B, v> = <d, B v B^T> summed over tiles, for both pairs of transforms: each backward
-    transform is the exact adjoint of its forward one."""
+def test_each_backward_transform_is_the_transpose_of_its_forward_one(rng):
+    """<B^T d B, v> = <d, B v B^T> and <A^T m A, g> = <m, A g A^T>, summed over tiles (the bias
+    zero): the backward transforms are the exact adjoints of the forward ones."""
     image = rng.normal(size=(2, 8, 6, 3))
     tiles = rng.normal(size=(16, 2, 3, 2, 3))
-    forward = np.sum(winograd.input_tiles(image, (3, 2)) * tiles)
-    assert np.isclose(forward, np.sum(image * winograd.input_tiles_transposed(tiles, (8, 6))), rtol=1e-12)
+    forward = np.sum(winograd.input_tiles(image, (0, 3), 2) * tiles)
+    image_grad = np.zeros_like(image)
+    winograd.input_tiles_transposed(tiles, image_grad, 0)
+    assert np.isclose(forward, np.sum(image * image_grad), rtol=1e-12)
     grad = rng.normal(size=(2, 5, 4, 3))
-    zero_bias = np.zeros(2)
-    forward = np.sum(winograd.output_tiles(tiles, zero_bias, (5, 4)) * grad)
-    assert np.isclose(forward, np.sum(tiles * winograd.output_tiles_transposed(grad, (3, 2))), rtol=1e-12)
+    out = np.empty_like(grad)
+    winograd.output_tiles(tiles, np.zeros(2), out, 0)
+    assert np.isclose(np.sum(out * grad), np.sum(tiles * winograd.output_tiles_transposed(grad, (0, 3), 2)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 1 << 40])
+def test_chunks_of_tile_rows_give_the_products_of_one_chunk(monkeypatch, rng, chunk_bytes):
+    """One tile row per chunk (CHUNK_BYTES 1) and all rows in one chunk give the window
+    matrix's products."""
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", chunk_bytes)
+    x = rng.normal(size=(3, 4, 9, 6))
+    weight, grad = rng.normal(size=(1, 5, 36)), rng.normal(size=(1, 5, 9 * 6 * 3))
+    geometry = _geometry(9, 6, 1)
+    tiles = winograd.WinogradWindows(x, geometry[2], geometry[4])
+    assert len(tiles._row_chunks(5)) == (5 if chunk_bytes == 1 else 1)
+    reference = conv.WindowMatrix(x, *geometry, 1)
+    np.testing.assert_allclose(tiles.matmul(weight), reference.matmul(weight), rtol=1e-11, atol=1e-11)
+    for got, expected in zip(tiles.gradients(weight, grad, True), reference.gradients(weight, grad, True)):
+        np.testing.assert_allclose(got, expected, rtol=1e-11, atol=1e-11)
 
 
 def _windows_kind(x, out_channels, kernel=3, stride=1, padding=1, groups=1):
@@ -109,27 +135,32 @@ def _windows_kind(x, out_channels, kernel=3, stride=1, padding=1, groups=1):
 
 def test_conv2d_takes_winograd_only_where_it_pays():
     """NumPy, 3x3, stride 1, undilated, one group, float32/64, >= WINOGRAD_MIN_CHANNELS channels
-    in and out, an even output: Winograd; anything else: the window matrix."""
+    in and out, >= WINOGRAD_MIN_PIXELS output pixels, an even output: Winograd; anything else: im2col
+    (a window matrix, whole or streamed)."""
     c = conv.WINOGRAD_MIN_CHANNELS
-    x = np.zeros((2, c, 6, 6), dtype=np.float32)
+    n = -(-conv.WINOGRAD_MIN_PIXELS // 16)  # enough for the 4x4 output of padding 0
+    x = np.zeros((n, c, 6, 6), dtype=np.float32)
     assert _windows_kind(x, c) == "WinogradWindows"
     assert _windows_kind(x.astype(np.float64), c, padding=0) == "WinogradWindows"
-    assert _windows_kind(x, c - 1) == "WindowMatrix"
-    assert _windows_kind(np.zeros((2, c - 1, 6, 6), np.float32), c) == "WindowMatrix"
-    assert _windows_kind(np.zeros((2, c, 7, 6), np.float32), c) == "WindowMatrix"  # odd output height
-    assert _windows_kind(x, c, stride=2) == "WindowMatrix"
-    assert _windows_kind(x, c, kernel=5, padding=2) == "WindowMatrix"
-    assert _windows_kind(x, c, groups=2) == "WindowMatrix"
-    assert _windows_kind(x.astype(np.float16), c) == "WindowMatrix"
-    assert _windows_kind(array_api_strict.asarray(x), c) == "WindowMatrix"
+    assert _windows_kind(x, c - 1) != "WinogradWindows"
+    assert _windows_kind(np.zeros((n, c - 1, 6, 6), np.float32), c) != "WinogradWindows"
+    few = (conv.WINOGRAD_MIN_PIXELS - 1) // 36  # a 6x6 output of one pixel fewer, at most
+    assert _windows_kind(np.zeros((few, c, 6, 6), np.float32), c) != "WinogradWindows"
+    assert _windows_kind(np.zeros((n, c, 7, 6), np.float32), c) != "WinogradWindows"  # odd output height
+    assert _windows_kind(x, c, stride=2) != "WinogradWindows"
+    assert _windows_kind(x, c, kernel=5, padding=2) != "WinogradWindows"
+    assert _windows_kind(x, c, groups=2) != "WinogradWindows"
+    assert _windows_kind(x.astype(np.float16), c) != "WinogradWindows"
+    assert _windows_kind(array_api_strict.asarray(x), c) != "WinogradWindows"
 
 
 @pytest.mark.parametrize("shape, out, padding", [((2, 3, 4, 4), 4, 1), ((1, 2, 6, 4), 3, 0), ((3, 2, 5, 5), 2, 1)])
 def test_conv2d_through_winograd_passes_the_gradient_check(monkeypatch, rng, shape, out, padding):
-    """With the channel threshold lowered to 1, small float64 Conv2d layers run through Winograd
+    """With the channel and pixel thresholds lowered to 1, small float64 Conv2d layers run through Winograd
     (the odd 5x5 one through im2col) and their input and parameter gradients match
     finite differences; forward and backward equal those of the window matrix."""
     monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(conv, "WINOGRAD_MIN_PIXELS", 1)
     layer = nn.Conv2d(shape[1], out, 3, padding=padding, generator=np.random.default_rng(5))
     layer.bias.data = rng.normal(size=out).astype(np.float32)
     be = type("Numpy", (), {"device": "cpu", "asarray": staticmethod(np.asarray)})

@@ -1,6 +1,6 @@
 """Winograd F(2x2, 3x3) tile transforms for NumPy compiled by Numba: the four passes around the
 sixteen GEMMs of ``xpnn.ops.winograd`` (input tiles, output tiles, and their two transposes for
-the backward pass), over Conv2d's batch-last (C, H, W, N) images.
+the backward pass), over Conv2d's batch-last (C, H, W, N) images, a range of tile rows at a time.
 
 Each loop gathers one tile's sixteen length-N vectors into a small scratch buffer, transforms
 them there and writes the results out: with the inputs, the outputs and the arithmetic in one
@@ -14,7 +14,7 @@ import numpy as np
 
 
 @numba.njit(cache=True)
-def _input_tiles(image, tiles):
+def _input_tiles(image, tiles, first):
     channels, rows, cols, n_images = tiles.shape[1:]
     d = np.empty((16, n_images), dtype=image.dtype)
     t = np.empty((16, n_images), dtype=image.dtype)
@@ -23,7 +23,7 @@ def _input_tiles(image, tiles):
             for q in range(cols):
                 for i in range(4):
                     for j in range(4):
-                        src = image[c, 2 * r + i, 2 * q + j]
+                        src = image[c, 2 * (first + r) + i, 2 * q + j]
                         dst = d[4 * i + j]
                         for n in range(n_images):
                             dst[n] = src[n]
@@ -45,16 +45,18 @@ def _input_tiles(image, tiles):
                         v3[n] = t[4 * i + 1, n] - t[4 * i + 3, n]
 
 
-def input_tiles(image, tile_grid):
-    """The (16, C, TH, TW, N) transformed input tiles ``B^T d B`` of a C-contiguous padded
-    (C, Hp, Wp, N) image, Hp >= 2*TH + 2 and Wp >= 2*TW + 2."""
-    tiles = np.empty((16, image.shape[0], *tile_grid, image.shape[-1]), dtype=image.dtype)
-    _input_tiles(image, tiles)
+def input_tiles(image, tile_rows, tile_cols):
+    """The (16, C, R, TW, N) transformed input tiles ``B^T d B`` of tile rows ``tile_rows`` =
+    (first, stop), R of them, of a C-contiguous padded (C, Hp, Wp, N) image, Hp >= 2*stop + 2
+    and Wp >= 2*TW + 2."""
+    first, stop = tile_rows
+    tiles = np.empty((16, image.shape[0], stop - first, tile_cols, image.shape[-1]), dtype=image.dtype)
+    _input_tiles(image, tiles, first)
     return tiles
 
 
 @numba.njit(cache=True)
-def _output_tiles(products, bias, out):
+def _output_tiles(products, bias, out, first):
     channels, rows, cols, n_images = products.shape[1:]
     height, width = out.shape[1], out.shape[2]
     m = np.empty((16, n_images), dtype=products.dtype)
@@ -73,7 +75,7 @@ def _output_tiles(products, bias, out):
                         s[j, n] = m[j, n] + m[4 + j, n] + m[8 + j, n]
                         s[4 + j, n] = m[4 + j, n] - m[8 + j, n] - m[12 + j, n]
                 for a in range(2):  # (A^T m) A: columns, plus the bias
-                    y = 2 * r + a
+                    y = 2 * (first + r) + a
                     if y >= height:
                         continue
                     left = out[o, y, 2 * q]
@@ -85,16 +87,15 @@ def _output_tiles(products, bias, out):
                             right[n] = s[4 * a + 1, n] - s[4 * a + 2, n] - s[4 * a + 3, n] + b
 
 
-def output_tiles(products, bias, output_size):
-    """The (O, OH, OW, N) image ``A^T m A + bias`` of C-contiguous (16, O, TH, TW, N) tile
-    products (``bias``: O values); an odd OH or OW drops the last tile row or column's second half."""
-    out = np.empty((products.shape[1], *output_size, products.shape[-1]), dtype=products.dtype)
-    _output_tiles(products, bias, out)
-    return out
+def output_tiles(products, bias, out, first):
+    """Write ``A^T m A + bias`` of C-contiguous (16, O, R, TW, N) tile products (``bias``: O
+    values), tile rows first..first+R, into the C-contiguous (O, OH, OW, N) image ``out``; an
+    odd OH or OW drops the last tile row or column's second half."""
+    _output_tiles(products, bias, out, first)
 
 
 @numba.njit(cache=True)
-def _output_tiles_transposed(grad, tiles):
+def _output_tiles_transposed(grad, tiles, first):
     channels, rows, cols, n_images = tiles.shape[1:]
     height, width = grad.shape[1], grad.shape[2]
     g = np.zeros((4, n_images), dtype=grad.dtype)
@@ -104,7 +105,7 @@ def _output_tiles_transposed(grad, tiles):
             for q in range(cols):
                 for a in range(2):
                     for b in range(2):
-                        y, x = 2 * r + a, 2 * q + b
+                        y, x = 2 * (first + r) + a, 2 * q + b
                         dst = g[2 * a + b]
                         if y < height and x < width:
                             src = grad[o, y, x]
@@ -131,21 +132,22 @@ def _output_tiles_transposed(grad, tiles):
                         m3[n] = -s[2 * i + 1, n]
 
 
-def output_tiles_transposed(grad, tile_grid):
-    """The transpose of :func:`output_tiles` (bias aside): the (16, O, TH, TW, N) tiles
-    ``A g A^T`` of a C-contiguous (O, OH, OW, N) gradient, zeros beyond an odd edge."""
-    tiles = np.empty((16, grad.shape[0], *tile_grid, grad.shape[-1]), dtype=grad.dtype)
-    _output_tiles_transposed(grad, tiles)
+def output_tiles_transposed(grad, tile_rows, tile_cols):
+    """The transpose of :func:`output_tiles` (bias aside): the (16, O, R, TW, N) tiles
+    ``A g A^T`` of tile rows ``tile_rows`` = (first, stop) of a C-contiguous (O, OH, OW, N)
+    gradient, zeros beyond an odd edge."""
+    first, stop = tile_rows
+    tiles = np.empty((16, grad.shape[0], stop - first, tile_cols, grad.shape[-1]), dtype=grad.dtype)
+    _output_tiles_transposed(grad, tiles, first)
     return tiles
 
 
 @numba.njit(cache=True)
-def _input_tiles_transposed(tiles, image):
+def _input_tiles_transposed(tiles, image, first):
     channels, rows, cols, n_images = tiles.shape[1:]
     v = np.empty((16, n_images), dtype=tiles.dtype)
     t = np.empty((16, n_images), dtype=tiles.dtype)
     for c in range(channels):
-        image[c] = 0
         for r in range(rows):
             for q in range(cols):
                 for k in range(16):
@@ -160,10 +162,10 @@ def _input_tiles_transposed(tiles, image):
                         t[8 + j, n] = v[4 + j, n] + v[8 + j, n] - v[j, n]
                         t[12 + j, n] = -v[12 + j, n]
                 for i in range(4):  # (B v) B^T: columns, added into the overlapping tiles
-                    p0 = image[c, 2 * r + i, 2 * q]
-                    p1 = image[c, 2 * r + i, 2 * q + 1]
-                    p2 = image[c, 2 * r + i, 2 * q + 2]
-                    p3 = image[c, 2 * r + i, 2 * q + 3]
+                    p0 = image[c, 2 * (first + r) + i, 2 * q]
+                    p1 = image[c, 2 * (first + r) + i, 2 * q + 1]
+                    p2 = image[c, 2 * (first + r) + i, 2 * q + 2]
+                    p3 = image[c, 2 * (first + r) + i, 2 * q + 3]
                     for n in range(n_images):
                         p0[n] += t[4 * i, n]
                         p1[n] += t[4 * i + 1, n] - t[4 * i + 2, n] + t[4 * i + 3, n]
@@ -171,9 +173,8 @@ def _input_tiles_transposed(tiles, image):
                         p3[n] += -t[4 * i + 3, n]
 
 
-def input_tiles_transposed(tiles, padded_size):
-    """The transpose of :func:`input_tiles`: the padded (C, Hp, Wp, N) image gradient of
-    C-contiguous (16, C, TH, TW, N) tiles, each tile's ``B v B^T`` added where tiles overlap."""
-    image = np.empty((tiles.shape[1], *padded_size, tiles.shape[-1]), dtype=tiles.dtype)
-    _input_tiles_transposed(tiles, image)
-    return image
+def input_tiles_transposed(tiles, image, first):
+    """The transpose of :func:`input_tiles`: add the gradient of C-contiguous (16, C, R, TW, N)
+    tiles, tile rows first..first+R, into the C-contiguous padded (C, Hp, Wp, N) ``image``, each
+    tile's ``B v B^T`` where it lies (tiles overlap by two rows and columns)."""
+    _input_tiles_transposed(tiles, image, first)

@@ -20,12 +20,13 @@ from .. import backend
 from .winograd import WinogradWindows
 from .windows import col2im_batch_last, im2col_batch_last, im2col_rows, padded_batch_last
 
-# On NumPy, a 3x3 stride-1 convolution with at least this many input and output channels and an
-# even output height and width runs as Winograd F(2x2, 3x3) (``ops.winograd``). With fewer channels
-# the 16 thin GEMMs and the four memory-bound tile transforms cost more than the 2.25 times fewer
-# multiplications save; an odd output computes a wasted half tile row and column
-# (``bench/winograd.py``).
-WINOGRAD_MIN_CHANNELS = 32
+# On NumPy, a 3x3 stride-1 convolution with at least this many input and output channels, at least
+# WINOGRAD_MIN_PIXELS output pixels (OH*OW*N) and an even output height and width runs as Winograd
+# F(2x2, 3x3) (``ops.winograd``). With fewer channels or pixels the 16 thin GEMMs and the four
+# memory-bound tile transforms cost more than the 2.25 times fewer multiplications save; an odd
+# output computes a wasted half row and column of tiles (``bench/winograd.py``, ``bench/NOTES.md``).
+WINOGRAD_MIN_CHANNELS = 16
+WINOGRAD_MIN_PIXELS = 8192
 
 # A NumPy layer with at most this many outputs per group streams its windows, in pieces of about
 # STREAM_PIECE_BYTES (at least one output row).
@@ -53,10 +54,13 @@ def conv_windows(x, kernel, stride, padding, dilation, output_size, groups, outp
 def winograd_fits(x, kernel, stride, dilation, output_size, groups, outputs):
     """Whether Winograd F(2x2, 3x3) computes this convolution, and pays on NumPy: 3x3, stride 1,
     undilated, one group, float32 or float64, at least ``WINOGRAD_MIN_CHANNELS`` input and output
-    channels, and an output of whole 2x2 tiles (even height and width)."""
+    channels, at least ``WINOGRAD_MIN_PIXELS`` output pixels, and an output of whole 2x2 tiles
+    (even height and width)."""
+    (oh, ow), n = output_size, x.shape[0]
     return (
         kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1) and groups == 1 and backend.kernel_dtype(x)
-        and min(x.shape[1], outputs) >= WINOGRAD_MIN_CHANNELS and output_size[0] % 2 == 0 and output_size[1] % 2 == 0
+        and min(x.shape[1], outputs) >= WINOGRAD_MIN_CHANNELS and oh * ow * n >= WINOGRAD_MIN_PIXELS
+        and oh % 2 == 0 and ow % 2 == 0
     )
 
 

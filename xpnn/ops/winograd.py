@@ -24,11 +24,21 @@ WEIGHT_TRANSFORM = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.
 OUTPUT_TRANSFORM = ((1, 1, 1, 0), (0, 1, -1, -1))
 
 
+# The tiles are transformed, multiplied and transformed back a few tile rows at a time, the rows
+# whose transformed tiles and products together take at most about this many bytes (at least one
+# row): they then stay in cache between the transforms and the GEMMs (bench/winograd.py).
+CHUNK_BYTES = 1 << 23
+
+
 class WinogradWindows:
-    """A 3x3, stride-1, undilated, ungrouped convolution's input as Winograd tiles: the
-    (16, C, TH, TW, N) transformed 4x4 tiles of the zero-padded batch-last image, TH = ceil(OH/2)
-    (TW likewise), kept for the backward pass (4*C*OH*OW*N values against im2col's 9). ``matmul``,
-    ``weight_gradient``, ``input_gradient`` and ``gradients`` are the convolution's products."""
+    """A 3x3, stride-1, undilated, ungrouped convolution's input, kept as its zero-padded
+    batch-last (C, Hp, Wp, N) image, Hp = 2*TH + 2 for TH = ceil(OH/2) rows of tiles (W likewise).
+    ``matmul``, ``weight_gradient``, ``input_gradient`` and ``gradients`` are the convolution's
+    products. Each runs over chunks of tile rows (``CHUNK_BYTES``): it transforms a chunk's
+    tiles, multiplies them and transforms the products back while they are in cache. The
+    backward pass transforms the input tiles again rather than keep them from the forward: that
+    costs less than writing out and reading back four values per input pixel, and a layer keeps
+    only its padded input."""
 
     def __init__(self, x, padding, output_size):
         xp = backend.namespace_of(x)
@@ -36,13 +46,24 @@ class WinogradWindows:
         self.x_shape, self.padding, self.output_size = tuple(x.shape), padding, output_size
         self.tile_grid = ((output_size[0] + 1) // 2, (output_size[1] + 1) // 2)
         self.padded_size = (2 * self.tile_grid[0] + 2, 2 * self.tile_grid[1] + 2)
-        self.tiles = input_tiles(_tile_image(x, padding, self.padded_size), self.tile_grid)
+        self.image = _tile_image(x, padding, self.padded_size)
+
+    def _row_chunks(self, outputs):
+        """(first, stop) ranges of tile rows for a layer with ``outputs`` channels."""
+        rows, cols = self.tile_grid
+        n, c = self.x_shape[:2]
+        row_bytes = 16 * (c + outputs) * cols * n * (self.xp.finfo(self.image.dtype).bits // 8)
+        size = max(1, CHUNK_BYTES // max(row_bytes, 1))
+        return [(first, min(rows, first + size)) for first in range(0, rows, size)]
 
     def _flat(self, tiles):
         return self.xp.reshape(tiles, (16, tiles.shape[1], -1))
 
-    def _tiles(self, flat):
-        return self.xp.reshape(flat, (16, flat.shape[1], *self.tile_grid, self.x_shape[0]))
+    def _tiles(self, flat, rows):
+        return self.xp.reshape(flat, (16, flat.shape[1], rows[1] - rows[0], self.tile_grid[1], self.x_shape[0]))
+
+    def _input_tiles(self, rows):
+        return self._flat(input_tiles(self.image, rows, self.tile_grid[1]))
 
     def _weight_tiles(self, weight):
         """The (16, O, C) transformed weight ``G w G^T`` of a (1, O, C*9) grouped weight."""
@@ -56,11 +77,14 @@ class WinogradWindows:
         """The convolution of the kept input with a (1, O, C*9) weight, plus ``bias`` (O values)
         when given: (1, O, OH*OW*N), batch-last."""
         xp = self.xp
-        products = self._tiles(self._weight_tiles(weight) @ self._flat(self.tiles))
+        u = self._weight_tiles(weight)
+        o, device = u.shape[1], backend.device_of(u)
+        out = xp.empty((o, *self.output_size, self.x_shape[0]), dtype=u.dtype, device=device)
         if bias is None:
-            bias = xp.zeros((products.shape[1],), dtype=products.dtype, device=backend.device_of(products))
-        y = output_tiles(products, bias, self.output_size)
-        return xp.reshape(y, (1, y.shape[0], -1))
+            bias = xp.zeros((o,), dtype=u.dtype, device=device)
+        for rows in self._row_chunks(o):
+            output_tiles(self._tiles(u @ self._input_tiles(rows), rows), bias, out, rows[0])
+        return xp.reshape(out, (1, o, -1))
 
     def weight_gradient(self, grad):
         """``gradients`` without the input gradient: the (1, C*9, O) weight gradient."""
@@ -72,21 +96,31 @@ class WinogradWindows:
 
     def gradients(self, weight, grad, need_input):
         """For the (1, O, OH*OW*N) output gradient: the weight gradient as (1, C*9, O) (the
-        gradient's tiles ``A g A^T`` times the input tiles, then ``G^T . G`` back to 3x3) and, when
-        ``need_input``, the input gradient as a (C, H, W, N) batch-last image (the (1, O, C*9)
-        weight's tiles times the gradient's, then ``B . B^T`` added where tiles overlap); else
-        None. The gradient's tiles are transformed once for both."""
+        gradient's tiles ``A g A^T`` times the input tiles, summed over chunks, then ``G^T . G``
+        back to 3x3) and, when ``need_input``, the input gradient as a (C, H, W, N) batch-last
+        image (the (1, O, C*9) weight's tiles times the gradient's, then ``B . B^T`` added where
+        tiles overlap); else None. The gradient's tiles are transformed once for both."""
         xp = self.xp
-        o, c = grad.shape[1], self.x_shape[1]
-        grad_image = xp.reshape(grad, (o, *self.output_size, self.x_shape[0]))
-        grad_tiles = self._flat(output_tiles_transposed(grad_image, self.tile_grid))
-        du = xp.permute_dims(xp.reshape(grad_tiles @ xp.matrix_transpose(self._flat(self.tiles)), (4, 4, o, c)), (2, 3, 0, 1))
+        o, (n, c) = grad.shape[1], self.x_shape[:2]
+        grad_image = xp.reshape(grad, (o, *self.output_size, n))
+        if need_input:
+            u_t = xp.matrix_transpose(self._weight_tiles(weight))
+            image = xp.zeros((c, *self.padded_size, n), dtype=grad.dtype, device=backend.device_of(grad))
+        du = None
+        for rows in self._row_chunks(o):
+            grad_tiles = self._flat(output_tiles_transposed(grad_image, rows, self.tile_grid[1]))
+            part = grad_tiles @ xp.matrix_transpose(self._input_tiles(rows))
+            if du is None:
+                du = part
+            else:
+                du += part
+            if need_input:
+                input_tiles_transposed(self._tiles(u_t @ grad_tiles, rows), image, rows[0])
+        du = xp.permute_dims(xp.reshape(du, (4, 4, o, c)), (2, 3, 0, 1))
         g = _transform_matrix(xp, WEIGHT_TRANSFORM, du)
         grad_w = xp.matrix_transpose(xp.reshape(xp.matrix_transpose(g) @ du @ g, (1, o, c * 9)))
         if not need_input:
             return grad_w, None
-        tile_grads = xp.matrix_transpose(self._weight_tiles(weight)) @ grad_tiles
-        image = input_tiles_transposed(self._tiles(tile_grads), self.padded_size)
         (ph, pw), (h, w) = self.padding, self.x_shape[2:]
         return grad_w, image[:, ph:ph + h, pw:pw + w, :]
 
@@ -115,21 +149,23 @@ def _numba_fits(*arrays):
     )
 
 
-def input_tiles(image, tile_grid):
-    """The (16, C, TH, TW, N) tiles ``B^T d B`` of a padded (C, 2*TH+2, 2*TW+2, N) image.
+def input_tiles(image, tile_rows, tile_cols):
+    """The (16, C, R, TW, N) tiles ``B^T d B`` of tile rows ``tile_rows`` = (first, stop), R of
+    them, of a padded (C, Hp, 2*TW+2, N) image (Hp >= 2*stop + 2).
 
     Door: ``numba_winograd.input_tiles`` on NumPy, else :func:`input_tiles_portable`."""
     if _numba_fits(image):
         from ..kernels import numba_winograd
 
-        return numba_winograd.input_tiles(image, tile_grid)
-    return input_tiles_portable(image, tile_grid)
+        return numba_winograd.input_tiles(image, tile_rows, tile_cols)
+    return input_tiles_portable(image, tile_rows, tile_cols)
 
 
-def input_tiles_portable(image, tile_grid):
+def input_tiles_portable(image, tile_rows, tile_cols):
     """:func:`input_tiles` in Array API calls: the 16 strided tile views, combined."""
     xp = backend.namespace_of(image)
-    (rows, cols), (c, n) = tile_grid, (image.shape[0], image.shape[-1])
+    image = image[:, 2 * tile_rows[0]:2 * tile_rows[1] + 2, ...]
+    rows, cols, (c, n) = tile_rows[1] - tile_rows[0], tile_cols, (image.shape[0], image.shape[-1])
     d = [[image[:, i:i + 2 * rows - 1:2, j:j + 2 * cols - 1:2, :] for j in range(4)] for i in range(4)]
     t = [[d[0][j] - d[2][j] for j in range(4)], [d[1][j] + d[2][j] for j in range(4)],
          [d[2][j] - d[1][j] for j in range(4)], [d[1][j] - d[3][j] for j in range(4)]]
@@ -142,51 +178,54 @@ def input_tiles_portable(image, tile_grid):
     return tiles
 
 
-def output_tiles(products, bias, output_size):
-    """The (O, OH, OW, N) image ``A^T m A + bias`` of (16, O, TH, TW, N) tile products.
+def output_tiles(products, bias, out, first_row):
+    """Write ``A^T m A + bias`` of (16, O, R, TW, N) tile products, tile rows first_row onwards,
+    into their rows of the (O, OH, OW, N) image ``out``.
 
     Door: ``numba_winograd.output_tiles`` on NumPy, else :func:`output_tiles_portable`."""
-    if _numba_fits(products, bias):
+    if _numba_fits(products, bias, out):
         from ..kernels import numba_winograd
 
-        return numba_winograd.output_tiles(products, bias, output_size)
-    return output_tiles_portable(products, bias, output_size)
+        return numba_winograd.output_tiles(products, bias, out, first_row)
+    return output_tiles_portable(products, bias, out, first_row)
 
 
-def output_tiles_portable(products, bias, output_size):
+def output_tiles_portable(products, bias, out, first_row):
     """:func:`output_tiles` in Array API calls: each of the four output offsets of every tile
-    written through one strided view, then the odd edge cropped."""
+    written through one strided view of the chunk's rows, whose odd edge is then cropped."""
     xp = backend.namespace_of(products)
     _, o, rows, cols, n = products.shape
+    top, (height, width) = 2 * first_row, out.shape[1:3]
     m = [[products[4 * i + j, ...] for j in range(4)] for i in range(4)]
     s = [[m[0][j] + m[1][j] + m[2][j] for j in range(4)], [m[1][j] - m[2][j] - m[3][j] for j in range(4)]]
     b = xp.reshape(bias, (o, 1, 1, 1))
-    out = xp.empty((o, 2 * rows, 2 * cols, n), dtype=products.dtype, device=backend.device_of(products))
+    whole = xp.empty((o, 2 * rows, 2 * cols, n), dtype=products.dtype, device=backend.device_of(products))
     for a in range(2):
-        out[:, a::2, 0::2, :] = s[a][0] + s[a][1] + s[a][2] + b
-        out[:, a::2, 1::2, :] = s[a][1] - s[a][2] - s[a][3] + b
-    if output_size == (2 * rows, 2 * cols):
-        return out
-    return xp.asarray(out[:, :output_size[0], :output_size[1], :], copy=True)
+        whole[:, a::2, 0::2, :] = s[a][0] + s[a][1] + s[a][2] + b
+        whole[:, a::2, 1::2, :] = s[a][1] - s[a][2] - s[a][3] + b
+    bottom = min(height, top + 2 * rows)
+    out[:, top:bottom, ...] = whole[:, :bottom - top, :width, :]
 
 
-def output_tiles_transposed(grad, tile_grid):
-    """The transpose of :func:`output_tiles` (bias aside): the (16, O, TH, TW, N) tiles
-    ``A g A^T`` of an (O, OH, OW, N) gradient, zeros beyond an odd edge.
+def output_tiles_transposed(grad, tile_rows, tile_cols):
+    """The transpose of :func:`output_tiles` (bias aside): the (16, O, R, TW, N) tiles
+    ``A g A^T`` of tile rows ``tile_rows`` = (first, stop) of an (O, OH, OW, N) gradient, zeros
+    beyond an odd edge.
 
     Door: ``numba_winograd.output_tiles_transposed`` on NumPy, else
     :func:`output_tiles_transposed_portable`."""
     if _numba_fits(grad):
         from ..kernels import numba_winograd
 
-        return numba_winograd.output_tiles_transposed(grad, tile_grid)
-    return output_tiles_transposed_portable(grad, tile_grid)
+        return numba_winograd.output_tiles_transposed(grad, tile_rows, tile_cols)
+    return output_tiles_transposed_portable(grad, tile_rows, tile_cols)
 
 
-def output_tiles_transposed_portable(grad, tile_grid):
+def output_tiles_transposed_portable(grad, tile_rows, tile_cols):
     """:func:`output_tiles_transposed` in Array API calls over the four strided output views."""
     xp = backend.namespace_of(grad)
-    (rows, cols), (o, height, width, n) = tile_grid, grad.shape
+    grad = grad[:, 2 * tile_rows[0]:min(2 * tile_rows[1], grad.shape[1]), ...]
+    rows, cols, (o, height, width, n) = tile_rows[1] - tile_rows[0], tile_cols, grad.shape
     if (height, width) != (2 * rows, 2 * cols):
         full = xp.zeros((o, 2 * rows, 2 * cols, n), dtype=grad.dtype, device=backend.device_of(grad))
         full[:, :height, :width, :] = grad
@@ -203,29 +242,28 @@ def output_tiles_transposed_portable(grad, tile_grid):
     return tiles
 
 
-def input_tiles_transposed(tiles, padded_size):
-    """The transpose of :func:`input_tiles`: the padded (C, Hp, Wp, N) image gradient of
-    (16, C, TH, TW, N) tiles, each tile's ``B v B^T`` added where tiles overlap.
+def input_tiles_transposed(tiles, image, first_row):
+    """The transpose of :func:`input_tiles`: add the gradient of (16, C, R, TW, N) tiles, tile
+    rows first_row onwards, into the padded (C, Hp, Wp, N) ``image``, each tile's ``B v B^T``
+    where it lies (tiles overlap by two rows and columns).
 
     Door: ``numba_winograd.input_tiles_transposed`` on NumPy, else
     :func:`input_tiles_transposed_portable`."""
-    if _numba_fits(tiles):
+    if _numba_fits(tiles, image):
         from ..kernels import numba_winograd
 
-        return numba_winograd.input_tiles_transposed(tiles, padded_size)
-    return input_tiles_transposed_portable(tiles, padded_size)
+        return numba_winograd.input_tiles_transposed(tiles, image, first_row)
+    return input_tiles_transposed_portable(tiles, image, first_row)
 
 
-def input_tiles_transposed_portable(tiles, padded_size):
+def input_tiles_transposed_portable(tiles, image, first_row):
     """:func:`input_tiles_transposed` in Array API calls: one strided add per tile position."""
-    xp = backend.namespace_of(tiles)
     _, c, rows, cols, n = tiles.shape
     v = [[tiles[4 * i + j, ...] for j in range(4)] for i in range(4)]
     t = [v[0], [v[1][j] - v[2][j] + v[3][j] for j in range(4)], [v[1][j] + v[2][j] - v[0][j] for j in range(4)],
          [-v[3][j] for j in range(4)]]
-    image = xp.zeros((c, *padded_size, n), dtype=tiles.dtype, device=backend.device_of(tiles))
+    top = 2 * first_row
     for i in range(4):
         parts = (t[i][0], t[i][1] - t[i][2] + t[i][3], t[i][1] + t[i][2] - t[i][0], -t[i][3])
         for j in range(4):
-            image[:, i:i + 2 * rows - 1:2, j:j + 2 * cols - 1:2, :] += parts[j]
-    return image
+            image[:, top + i:top + i + 2 * rows - 1:2, j:j + 2 * cols - 1:2, :] += parts[j]
