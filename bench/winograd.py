@@ -2,8 +2,10 @@
 forward (window matrix or tiles, then the product with the weight and the bias) and its whole
 training step (forward, weight gradient, input gradient), im2col (what ``ops.conv_windows``
 chose before) against Winograd (``ops.winograd``), side by side (alternating blocks, median),
-float32, at the layer shapes of the benchmark models and around ``WINOGRAD_MIN_CHANNELS``.
-Run from the repository root: ``python bench/winograd.py``; writes ``bench/results/winograd.json``."""
+float32, at the layer shapes of the benchmark models and around ``WINOGRAD_MIN_CHANNELS``; then
+the whole training step of the benchmark models that have such layers, with and without
+Winograd, alternating in one process. Run from the repository root: ``python bench/winograd.py``;
+writes ``bench/results/winograd.json``."""
 
 import json
 import sys
@@ -12,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.timing import alternate, block_size, median  # noqa: E402
+from bench import mnist, runners  # noqa: E402
+from bench.timing import alternate, block_size, cycling, median  # noqa: E402
 from xpnn.ops import conv, winograd  # noqa: E402
 
 CASES = [  # (C, O, H, W, N, padding, layer)
@@ -54,6 +57,39 @@ def paths(x, weight, bias, padding, out_size, grad):
     }
 
 
+MODELS = (("cnn3264", 128), ("torchmnist", 64), ("resnet20", 128))
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
+
+def with_threshold(step, channels):
+    """``step`` run with ``ops.conv.WINOGRAD_MIN_CHANNELS`` set to ``channels`` (10**9: never)."""
+    def run():
+        kept, conv.WINOGRAD_MIN_CHANNELS = conv.WINOGRAD_MIN_CHANNELS, channels
+        try:
+            step()
+        finally:
+            conv.WINOGRAD_MIN_CHANNELS = kept
+    return run
+
+
+def model_steps():
+    """Median training step of each model in MODELS, im2col only against Winograd where it fits."""
+    rows = []
+    for model, batch_size in MODELS:
+        x, y = runners.random_data(model, batch_size) if model in runners.RANDOM_DATA else mnist.load(DATA_DIR, model)
+        batches = mnist.batches(x, y, batch_size, 4)
+        tasks = {}
+        for name, channels in (("im2col", 10**9), ("winograd", conv.WINOGRAD_MIN_CHANNELS)):
+            runner = runners.XpnnRunner(model, batch_size)
+            step = with_threshold(cycling(runner.step, [runner.convert(*b) for b in batches]), channels)
+            tasks[name] = (step, block_size(step, 3, 0.3), 7)
+        ms = {k: median(t) * 1e3 for k, t in alternate(tasks, 7).items()}
+        rows.append({"model": model, "batch_size": batch_size, **{f"{k}_step_ms": v for k, v in ms.items()}})
+        print(f"{model} batch {batch_size}: step im2col {ms['im2col']:.1f} ms, with Winograd {ms['winograd']:.1f} "
+              f"({ms['im2col'] / ms['winograd']:.2f}x)")
+    return rows
+
+
 def main():
     rng = np.random.default_rng(0)
     rows = []
@@ -74,7 +110,7 @@ def main():
               f"Winograd {ms['winograd_step']:6.2f} ({ms['im2col_step'] / ms['winograd_step']:.2f}x); error {error:.1e}")
     out = Path(__file__).resolve().parent / "results" / "winograd.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(rows, indent=2))
+    out.write_text(json.dumps({"layers": rows, "models": model_steps()}, indent=2))
 
 
 if __name__ == "__main__":

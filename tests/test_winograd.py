@@ -110,16 +110,19 @@ def test_each_backward_transform_is_the_transpose_of_its_forward_one(rng):
     assert np.isclose(np.sum(out * grad), np.sum(tiles * winograd.output_tiles_transposed(grad, (0, 3), 2)), rtol=1e-12)
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 1 << 40])
-def test_chunks_of_tile_rows_give_the_products_of_one_chunk(monkeypatch, rng, chunk_bytes):
-    """One tile row per chunk (CHUNK_BYTES 1) and all rows in one chunk give the window
-    matrix's products."""
+ROW_BYTES = 16 * (4 + 5) * 3 * 3 * 8  # a tile row of the layer below: 16 x (C + O) x TW x N float64s
+
+
+@pytest.mark.parametrize("chunk_bytes, chunks", [(1, 5), (2 * ROW_BYTES, 3), (1 << 40, 1)])
+def test_chunks_of_tile_rows_give_the_products_of_one_chunk(monkeypatch, rng, chunk_bytes, chunks):
+    """One tile row per chunk (CHUNK_BYTES 1), two (the last chunk one row, in buffers of its
+    own) and all rows in one chunk give the window matrix's products."""
     monkeypatch.setattr(winograd, "CHUNK_BYTES", chunk_bytes)
     x = rng.normal(size=(3, 4, 9, 6))
     weight, grad = rng.normal(size=(1, 5, 36)), rng.normal(size=(1, 5, 9 * 6 * 3))
     geometry = _geometry(9, 6, 1)
     tiles = winograd.WinogradWindows(x, geometry[2], geometry[4])
-    assert len(tiles._row_chunks(5)) == (5 if chunk_bytes == 1 else 1)
+    assert len(tiles._row_chunks(5)) == chunks
     reference = conv.WindowMatrix(x, *geometry, 1)
     np.testing.assert_allclose(tiles.matmul(weight), reference.matmul(weight), rtol=1e-11, atol=1e-11)
     for got, expected in zip(tiles.gradients(weight, grad, True), reference.gradients(weight, grad, True)):

@@ -45,12 +45,12 @@ def _input_tiles(image, tiles, first):
                         v3[n] = t[4 * i + 1, n] - t[4 * i + 3, n]
 
 
-def input_tiles(image, tile_rows, tile_cols):
+def input_tiles(image, tile_rows, tile_cols, out=None):
     """The (16, C, R, TW, N) transformed input tiles ``B^T d B`` of tile rows ``tile_rows`` =
     (first, stop), R of them, of a C-contiguous padded (C, Hp, Wp, N) image, Hp >= 2*stop + 2
-    and Wp >= 2*TW + 2."""
+    and Wp >= 2*TW + 2; written into the C-contiguous ``out`` when given."""
     first, stop = tile_rows
-    tiles = np.empty((16, image.shape[0], stop - first, tile_cols, image.shape[-1]), dtype=image.dtype)
+    tiles = np.empty((16, image.shape[0], stop - first, tile_cols, image.shape[-1]), dtype=image.dtype) if out is None else out
     _input_tiles(image, tiles, first)
     return tiles
 
@@ -132,12 +132,12 @@ def _output_tiles_transposed(grad, tiles, first):
                         m3[n] = -s[2 * i + 1, n]
 
 
-def output_tiles_transposed(grad, tile_rows, tile_cols):
+def output_tiles_transposed(grad, tile_rows, tile_cols, out=None):
     """The transpose of :func:`output_tiles` (bias aside): the (16, O, R, TW, N) tiles
     ``A g A^T`` of tile rows ``tile_rows`` = (first, stop) of a C-contiguous (O, OH, OW, N)
-    gradient, zeros beyond an odd edge."""
+    gradient, zeros beyond an odd edge; written into the C-contiguous ``out`` when given."""
     first, stop = tile_rows
-    tiles = np.empty((16, grad.shape[0], stop - first, tile_cols, grad.shape[-1]), dtype=grad.dtype)
+    tiles = np.empty((16, grad.shape[0], stop - first, tile_cols, grad.shape[-1]), dtype=grad.dtype) if out is None else out
     _output_tiles_transposed(grad, tiles, first)
     return tiles
 

@@ -62,8 +62,14 @@ class WinogradWindows:
     def _tiles(self, flat, rows):
         return self.xp.reshape(flat, (16, flat.shape[1], rows[1] - rows[0], self.tile_grid[1], self.x_shape[0]))
 
-    def _input_tiles(self, rows):
-        return self._flat(input_tiles(self.image, rows, self.tile_grid[1]))
+    def _input_tiles(self, rows, buffers):
+        return self._flat(input_tiles(self.image, rows, self.tile_grid[1], buffers.take("input", self.x_shape[1], rows)))
+
+    def _buffers(self, outputs):
+        """The chunks of tile rows for a layer with ``outputs`` channels, and a :class:`_ChunkBuffers`
+        for them."""
+        chunks = self._row_chunks(outputs)
+        return chunks, _ChunkBuffers(self.xp, self.image, chunks[0][1] - chunks[0][0], self.tile_grid[1], self.x_shape[0])
 
     def _weight_tiles(self, weight):
         """The (16, O, C) transformed weight ``G w G^T`` of a (1, O, C*9) grouped weight."""
@@ -82,8 +88,10 @@ class WinogradWindows:
         out = xp.empty((o, *self.output_size, self.x_shape[0]), dtype=u.dtype, device=device)
         if bias is None:
             bias = xp.zeros((o,), dtype=u.dtype, device=device)
-        for rows in self._row_chunks(o):
-            output_tiles(self._tiles(u @ self._input_tiles(rows), rows), bias, out, rows[0])
+        chunks, buffers = self._buffers(o)
+        for rows in chunks:
+            products = _matmul(u, self._input_tiles(rows, buffers), buffers.take("products", o, rows, flat=True))
+            output_tiles(self._tiles(products, rows), bias, out, rows[0])
         return xp.reshape(out, (1, o, -1))
 
     def weight_gradient(self, grad):
@@ -107,15 +115,18 @@ class WinogradWindows:
             u_t = xp.matrix_transpose(self._weight_tiles(weight))
             image = xp.zeros((c, *self.padded_size, n), dtype=grad.dtype, device=backend.device_of(grad))
         du = None
-        for rows in self._row_chunks(o):
-            grad_tiles = self._flat(output_tiles_transposed(grad_image, rows, self.tile_grid[1]))
-            part = grad_tiles @ xp.matrix_transpose(self._input_tiles(rows))
+        chunks, buffers = self._buffers(o)
+        for rows in chunks:
+            grad_tiles = output_tiles_transposed(grad_image, rows, self.tile_grid[1], buffers.take("grad", o, rows))
+            grad_tiles = self._flat(grad_tiles)
+            part = grad_tiles @ xp.matrix_transpose(self._input_tiles(rows, buffers))
             if du is None:
                 du = part
             else:
                 du += part
             if need_input:
-                input_tiles_transposed(self._tiles(u_t @ grad_tiles, rows), image, rows[0])
+                tile_grads = _matmul(u_t, grad_tiles, buffers.take("products", c, rows, flat=True))
+                input_tiles_transposed(self._tiles(tile_grads, rows), image, rows[0])
         du = xp.permute_dims(xp.reshape(du, (4, 4, o, c)), (2, 3, 0, 1))
         g = _transform_matrix(xp, WEIGHT_TRANSFORM, du)
         grad_w = xp.matrix_transpose(xp.reshape(xp.matrix_transpose(g) @ du @ g, (1, o, c * 9)))
@@ -123,6 +134,40 @@ class WinogradWindows:
             return grad_w, None
         (ph, pw), (h, w) = self.padding, self.x_shape[2:]
         return grad_w, image[:, ph:ph + h, pw:pw + w, :]
+
+
+class _ChunkBuffers:
+    """Arrays reused from chunk to chunk of one product, one per role: each chunk's transformed
+    tiles overwrite the last one's instead of taking fresh memory (whose first touch costs more
+    than the transform on this machine). NumPy only; elsewhere ``take`` returns None and the
+    doors allocate."""
+
+    def __init__(self, xp, like, rows, cols, n):
+        self.xp, self.like, self.size, self.cols, self.n = xp, like, rows, cols, n
+        self.arrays = {}
+        self.numpy = backend.fast_path(xp) == "numba"
+
+    def take(self, role, channels, rows, flat=False):
+        """A (16, channels, R, TW, N) array for tile rows ``rows`` (R of them), or its (16,
+        channels, R*TW*N) view when ``flat``; None off NumPy."""
+        if not self.numpy:
+            return None
+        if role not in self.arrays:
+            self.arrays[role] = self.xp.empty((16, channels, self.size * self.cols * self.n), dtype=self.like.dtype)
+        count = (rows[1] - rows[0]) * self.cols * self.n
+        piece = self.arrays[role][:, :channels, :count]
+        if count != self.size * self.cols * self.n:  # the last, shorter chunk: a contiguous array of its own
+            piece = self.xp.reshape(self.arrays[role].reshape(-1)[:16 * channels * count], (16, channels, count))
+        return piece if flat else self.xp.reshape(piece, (16, channels, rows[1] - rows[0], self.cols, self.n))
+
+
+def _matmul(a, b, out):
+    """``a @ b``, written into ``out`` when it is given (NumPy)."""
+    if out is None:
+        return a @ b
+    import numpy as np
+
+    return np.matmul(a, b, out=out)
 
 
 def _transform_matrix(xp, rows, like):
@@ -149,7 +194,7 @@ def _numba_fits(*arrays):
     )
 
 
-def input_tiles(image, tile_rows, tile_cols):
+def input_tiles(image, tile_rows, tile_cols, out=None):
     """The (16, C, R, TW, N) tiles ``B^T d B`` of tile rows ``tile_rows`` = (first, stop), R of
     them, of a padded (C, Hp, 2*TW+2, N) image (Hp >= 2*stop + 2).
 
@@ -157,7 +202,7 @@ def input_tiles(image, tile_rows, tile_cols):
     if _numba_fits(image):
         from ..kernels import numba_winograd
 
-        return numba_winograd.input_tiles(image, tile_rows, tile_cols)
+        return numba_winograd.input_tiles(image, tile_rows, tile_cols, out)
     return input_tiles_portable(image, tile_rows, tile_cols)
 
 
@@ -207,7 +252,7 @@ def output_tiles_portable(products, bias, out, first_row):
     out[:, top:bottom, ...] = whole[:, :bottom - top, :width, :]
 
 
-def output_tiles_transposed(grad, tile_rows, tile_cols):
+def output_tiles_transposed(grad, tile_rows, tile_cols, out=None):
     """The transpose of :func:`output_tiles` (bias aside): the (16, O, R, TW, N) tiles
     ``A g A^T`` of tile rows ``tile_rows`` = (first, stop) of an (O, OH, OW, N) gradient, zeros
     beyond an odd edge.
@@ -217,7 +262,7 @@ def output_tiles_transposed(grad, tile_rows, tile_cols):
     if _numba_fits(grad):
         from ..kernels import numba_winograd
 
-        return numba_winograd.output_tiles_transposed(grad, tile_rows, tile_cols)
+        return numba_winograd.output_tiles_transposed(grad, tile_rows, tile_cols, out)
     return output_tiles_transposed_portable(grad, tile_rows, tile_cols)
 
 
