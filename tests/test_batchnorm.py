@@ -193,3 +193,58 @@ def test_rejects_wrong_dtype_and_bad_arguments(backend):
         nn.BatchNorm2d(2, momentum=1.5)
     with pytest.raises(ValueError, match=r"BatchNorm1d: expected a positive int num_features, got 0"):
         nn.BatchNorm1d(0)
+
+
+LAYOUTS = {  # name -> (host array, shape) -> the array laid out that way
+    "batch-first": lambda a: np.ascontiguousarray(a),
+    "batch-last": lambda a: np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 0, -1)), -1, 0),
+    "strided": lambda a: np.ascontiguousarray(np.concatenate([a, a], axis=-1))[..., ::2],
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5), (4, 3, 5, 6), (1, 2, 3, 4)])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("affine", [True, False])
+def test_numba_batch_norm_equals_its_portable_twin(rng, dtype, shape, layout, affine):
+    """``ops.batch_norm_training`` on NumPy (the Numba kernels for batch-first and batch-last
+    memory, the portable version for other strides) against the portable version run on
+    array_api_strict: output laid out like the input, statistics, and all three gradients."""
+    import array_api_strict
+
+    from xpnn.ops import normalization
+
+    x = LAYOUTS[layout](rng.normal(2.0, 3.0, size=shape).astype(dtype))
+    grad = LAYOUTS[layout](rng.normal(size=shape).astype(dtype))
+    weight = rng.uniform(0.5, 1.5, size=shape[1]).astype(dtype) if affine else None
+    bias = rng.normal(size=shape[1]).astype(dtype) if affine else None
+    assert (normalization._channel_blocks(x) is None) == (layout == "strided")
+    y, mean, var, backward = normalization.batch_norm_training(x, weight, bias, 1e-5)
+    strict = (lambda a: None if a is None else array_api_strict.asarray(a))
+    y_ref, mean_ref, var_ref, backward_ref = normalization.batch_norm_training_portable(strict(x), strict(weight), strict(bias), 1e-5)
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    assert y.shape == x.shape and y.dtype == dtype and mean.dtype == dtype and var.dtype == dtype
+    if layout == "batch-last":
+        assert np.moveaxis(y, 0, -1).flags.c_contiguous  # the layers that follow keep the layout
+    for got, expected in zip((y, mean, var), (y_ref, mean_ref, var_ref)):
+        np.testing.assert_allclose(got, np.asarray(expected), **tol)
+    grads, grads_ref = backward(grad), backward_ref(strict(grad))
+    for got, expected in zip(grads, grads_ref):
+        if expected is None:
+            assert got is None
+        else:
+            assert got.dtype == dtype
+            np.testing.assert_allclose(got, np.asarray(expected), **tol)
+
+
+def test_batch_norm_gradient_of_another_layout_is_read_in_the_input_layout(rng):
+    """A batch-last input with a batch-first gradient (or the reverse) gives the same gradients."""
+    from xpnn.ops import normalization
+
+    host = rng.normal(size=(4, 3, 5, 6))
+    grad = rng.normal(size=host.shape)
+    expected = normalization.batch_norm_training_portable(host, np.ones(3), np.zeros(3), 1e-5)[3](grad)
+    for x_layout, grad_layout in (("batch-last", "batch-first"), ("batch-first", "batch-last")):
+        backward = normalization.batch_norm_training(LAYOUTS[x_layout](host), np.ones(3), np.zeros(3), 1e-5)[3]
+        for got, want in zip(backward(LAYOUTS[grad_layout](grad)), expected):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

@@ -1,6 +1,6 @@
 """Batch normalisation: BatchNorm1d for (N, C) and (N, C, L), BatchNorm2d for (N, C, H, W)."""
 
-from .. import backend
+from .. import backend, ops
 from ..errors import ConfigError, ShapeError
 from .module import Module
 from .parameter import Parameter
@@ -15,7 +15,7 @@ class _BatchNorm(Module):
 
     ndims = ()  # accepted input ranks
     # what only backward needs: dropped by a forward under nn.no_grad()
-    _cache = ("_axes", "_shape", "_batch_stats", "_inv_std", "_x_hat", "_count")
+    _cache = ("_axes", "_shape", "_batch_stats", "_inv_std", "_x_hat", "_norm_backward")
     layout = ""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, dtype=None, xp=None):
@@ -75,46 +75,42 @@ class _BatchNorm(Module):
         if self._batch_stats:
             if count < 2:
                 raise ConfigError(f"{self._where()}: expected more than 1 value per channel when training, got input of shape {tuple(x.shape)}")
-            mean = xp.mean(x, axis=axes, keepdims=True)
-            centred = x - mean
-            var = xp.mean(centred * centred, axis=axes, keepdims=True)
+            weight, bias = (self.weight.data, self.bias.data) if self.affine else (None, None)
+            y, mean, var, self._norm_backward = ops.batch_norm_training(x, weight, bias, self.eps)
             if self.training and self.track_running_stats:
-                self._update_running(xp, mean, var, count)
-        else:
-            mean = xp.reshape(self.running_mean, shape)
-            var = xp.reshape(self.running_var, shape)
-            centred = x - mean
-        self._inv_std = 1.0 / xp.sqrt(var + self.eps)
-        self._x_hat = centred * self._inv_std
-        self._count = count
+                self._update_running(mean, var, count)
+            return y
+        self._inv_std = 1.0 / xp.sqrt(xp.reshape(self.running_var, shape) + self.eps)
+        self._x_hat = (x - xp.reshape(self.running_mean, shape)) * self._inv_std
         if not self.affine:
             return self._x_hat
         return self._x_hat * xp.reshape(self.weight.data, shape) + xp.reshape(self.bias.data, shape)
 
-    def _update_running(self, xp, mean, var, count):
+    def _update_running(self, mean, var, count):
+        """Move the running estimates toward the batch's (C,) mean and biased variance."""
+        xp = self.xp
         self.num_batches_tracked += 1
         if self.momentum is None:  # cumulative moving average, computed on the device
             factor = 1.0 / xp.astype(self.num_batches_tracked, self.running_mean.dtype)
         else:
             factor = self.momentum
-        batch_mean = xp.reshape(mean, (self.num_features,))
-        unbiased_var = xp.reshape(var, (self.num_features,)) * (count / (count - 1))
-        self.running_mean += factor * (batch_mean - self.running_mean)
+        unbiased_var = var * (count / (count - 1))
+        self.running_mean += factor * (mean - self.running_mean)
         self.running_var += factor * (unbiased_var - self.running_var)
 
     def backward(self, grad):
-        xp = self.xp
-        axes, shape = self._axes, self._shape
-        x_hat = self._x_hat
+        if self._batch_stats:  # ops.batch_norm_training's backward
+            grad_x, grad_weight, grad_bias = self._norm_backward(grad)
+            if self.affine:
+                self.weight.accumulate_grad(grad_weight)
+                self.bias.accumulate_grad(grad_bias)
+            return grad_x
+        xp = self.xp  # running statistics are constants: an affine map
         if self.affine:
-            self.weight.accumulate_grad(xp.reshape(xp.sum(grad * x_hat, axis=axes), (self.num_features,)))
-            self.bias.accumulate_grad(xp.reshape(xp.sum(grad, axis=axes), (self.num_features,)))
-            grad = grad * xp.reshape(self.weight.data, shape)
-        if not self._batch_stats:  # running statistics are constants: an affine map
-            return grad * self._inv_std
-        mean_grad = xp.mean(grad, axis=axes, keepdims=True)
-        mean_grad_x_hat = xp.mean(grad * x_hat, axis=axes, keepdims=True)
-        return (grad - mean_grad - x_hat * mean_grad_x_hat) * self._inv_std
+            self.weight.accumulate_grad(xp.reshape(xp.sum(grad * self._x_hat, axis=self._axes), (self.num_features,)))
+            self.bias.accumulate_grad(xp.reshape(xp.sum(grad, axis=self._axes), (self.num_features,)))
+            grad = grad * xp.reshape(self.weight.data, self._shape)
+        return grad * self._inv_std
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, track_running_stats={self.track_running_stats}"

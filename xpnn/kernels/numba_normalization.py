@@ -1,0 +1,91 @@
+"""Batch normalisation's training-mode forward and backward for NumPy, compiled by Numba: per
+channel, two passes to read the statistics and one to write, where the portable version makes
+about ten whole-array passes each way with temporaries. Arrays are (A, C, B) C-contiguous views
+(A = 1 and B = H*W*N for Conv2d's batch-last output), so each channel is A runs of B values that
+stay in cache between its passes. Sums are float64 and may be reassociated (``fastmath``
+``reassoc``), which lets LLVM vectorise them: the results differ from the portable version's by
+round-off only. Single-threaded, as the other Numba kernels; measurements in ``bench/NOTES.md``."""
+
+import numba
+import numpy as np
+
+_FAST = {"reassoc"}
+
+
+@numba.njit(cache=True, fastmath=_FAST)
+def _forward(x, weight, bias, eps, out, mean, var):
+    blocks, channels, run = x.shape
+    count = blocks * run
+    for c in range(channels):
+        total = 0.0
+        for a in range(blocks):
+            row = x[a, c]
+            for i in range(run):
+                total += row[i]
+        m = total / count
+        squares = 0.0
+        for a in range(blocks):
+            row = x[a, c]
+            for i in range(run):
+                d = row[i] - m
+                squares += d * d
+        v = squares / count
+        mean[c] = m
+        var[c] = v
+        scale = weight[c] / np.sqrt(v + eps)
+        shift = bias[c] - m * scale
+        for a in range(blocks):
+            row = x[a, c]
+            dst = out[a, c]
+            for i in range(run):
+                dst[i] = row[i] * scale + shift
+
+
+def forward(x, weight, bias, eps):
+    """``(y, mean, var)`` of a C-contiguous (A, C, B) ``x`` normalised per channel by the batch
+    statistics (the biased variance) and scaled by ``weight``, shifted by ``bias`` (C values);
+    ``mean`` and ``var`` as float64 (C,) arrays."""
+    out = np.empty_like(x)
+    mean = np.empty(x.shape[1])
+    var = np.empty(x.shape[1])
+    _forward(x, weight, bias, eps, out, mean, var)
+    return out, mean, var
+
+
+@numba.njit(cache=True, fastmath=_FAST)
+def _backward(x, grad, weight, mean, inv_std, out, grad_weight, grad_bias):
+    blocks, channels, run = x.shape
+    count = blocks * run
+    for c in range(channels):
+        m = mean[c]
+        inv = inv_std[c]
+        total = 0.0
+        weighted = 0.0
+        for a in range(blocks):
+            row = x[a, c]
+            g = grad[a, c]
+            for i in range(run):
+                total += g[i]
+                weighted += g[i] * (row[i] - m)
+        weighted *= inv  # sum of grad * x_hat
+        grad_weight[c] = weighted
+        grad_bias[c] = total
+        k = weight[c] * inv
+        mean_grad = total / count
+        mean_grad_x_hat = weighted / count
+        for a in range(blocks):
+            row = x[a, c]
+            g = grad[a, c]
+            dst = out[a, c]
+            for i in range(run):
+                dst[i] = k * (g[i] - mean_grad - (row[i] - m) * inv * mean_grad_x_hat)
+
+
+def backward(x, grad, weight, mean, inv_std):
+    """``(grad_x, grad_weight, grad_bias)`` of :func:`forward` for the (A, C, B) output gradient
+    ``grad`` laid out like ``x``; the parameter gradients as float64 (C,) arrays."""
+    out = np.empty_like(x)
+    grad_weight = np.empty(x.shape[1])
+    grad_bias = np.empty(x.shape[1])
+    _backward(x, grad, weight, mean, inv_std, out, grad_weight, grad_bias)
+    return out, grad_weight, grad_bias
