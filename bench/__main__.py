@@ -20,6 +20,10 @@ MODELS = ("mlp", "cnn", "lenet", "resnet20", "cnn3264", "torchmnist")
 BATCH_SIZES = {"mlp": (64, 256), "cnn": (64, 256), "lenet": (64, 128, 256), "resnet20": (128,), "cnn3264": (128,), "torchmnist": (64,)}
 POOL = 32  # distinct pre-gathered batches the step timing cycles through
 SEED_CONV_STEPS = 3  # the seed's loop convolution is timed on this many steps only
+# Seconds of sleep after each block of steps: back to back, a framework's block ran up to 1.3x
+# slower right after the other's (ResNet-20: xpnn 500 ms a step against 376 ms after a pause;
+# PyTorch 175-181 against 144-150 ms), more than after its own (bench/NOTES.md).
+BLOCK_PAUSE = 0.5
 SETTINGS = ("models", "batch_sizes", "repeats", "epoch_repeats", "quick", "full_epochs", "data_dir", "no_torch", "threads")
 
 
@@ -72,7 +76,7 @@ def time_steps(model, batch_size, names, x, y, args):
         else:
             calls = timing.block_size(fn, warmup=2 if args.quick else 5, block_seconds=0.05 if args.quick else 0.3)
             tasks[name] = (fn, calls, args.repeats)
-    times = timing.alternate(tasks, max(blocks for _, _, blocks in tasks.values()))
+    times = timing.alternate(tasks, max(blocks for _, _, blocks in tasks.values()), pause=0.05 if args.quick else BLOCK_PAUSE)
     return {name: sorted(t) for name, t in times.items()}, made["xpnn"].model
 
 

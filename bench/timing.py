@@ -28,10 +28,12 @@ def block_size(fn, warmup, block_seconds, max_calls=200):
     return max(1, min(max_calls, round(block_seconds / seconds)))
 
 
-def alternate(tasks, rounds):
+def alternate(tasks, rounds, pause=0.0):
     """``tasks``: name -> (fn, calls per block, blocks). Runs the blocks in turn for ``rounds``
     rounds (a task stops after its own number of blocks), each round starting one task later, so
-    no task always follows the same one; returns name -> seconds per call."""
+    no task always follows the same one, with ``pause`` seconds of sleep after each block (so a
+    block does not start while the last one's threads still spin; ``bench/NOTES.md``); returns
+    name -> seconds per call."""
     times = {name: [] for name in tasks}
     names = list(tasks)
     for r in range(rounds):
@@ -40,6 +42,7 @@ def alternate(tasks, rounds):
             fn, calls, blocks = tasks[name]
             if r < blocks:
                 times[name] += per_call(fn, calls)
+                time.sleep(pause)
     return times
 
 
