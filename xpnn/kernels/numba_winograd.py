@@ -2,10 +2,11 @@
 sixteen GEMMs of ``xpnn.ops.winograd`` (input tiles, output tiles, and their two transposes for
 the backward pass), over Conv2d's batch-last (C, H, W, N) images, a range of tile rows at a time.
 
-Each loop gathers one tile's sixteen length-N vectors into a small scratch buffer, transforms
-them there and writes the results out: with the inputs, the outputs and the arithmetic in one
-loop body LLVM could not vectorise the batch axis (the stores may alias the loads) and ran 12
-times slower. Single-threaded, as ``numba_windows`` is, for the same reason. The arithmetic is
+Each loop works on one tile's sixteen length-N vectors through a small scratch buffer: with the
+16 loads, the 16 stores and the arithmetic in one loop body LLVM could not vectorise the batch
+axis (the stores may alias the loads) and ran 12 times slower. The input transform reads four
+image vectors and writes four scratch vectors per loop, 1.5x faster than gathering all sixteen
+first. Single-threaded, as ``numba_windows`` is, for the same reason. The arithmetic is
 the portable version's, term for term (``xpnn.ops.winograd``); the measurements are in
 ``bench/NOTES.md``."""
 
@@ -16,23 +17,26 @@ import numpy as np
 @numba.njit(cache=True)
 def _input_tiles(image, tiles, first):
     channels, rows, cols, n_images = tiles.shape[1:]
-    d = np.empty((16, n_images), dtype=image.dtype)
     t = np.empty((16, n_images), dtype=image.dtype)
     for c in range(channels):
         for r in range(rows):
+            y = 2 * (first + r)
             for q in range(cols):
-                for i in range(4):
-                    for j in range(4):
-                        src = image[c, 2 * (first + r) + i, 2 * q + j]
-                        dst = d[4 * i + j]
-                        for n in range(n_images):
-                            dst[n] = src[n]
-                for j in range(4):  # B^T d: rows
+                x = 2 * q
+                for j in range(4):  # B^T d, column j of the tile read straight from the image
+                    d0 = image[c, y, x + j]
+                    d1 = image[c, y + 1, x + j]
+                    d2 = image[c, y + 2, x + j]
+                    d3 = image[c, y + 3, x + j]
+                    t0 = t[j]
+                    t1 = t[4 + j]
+                    t2 = t[8 + j]
+                    t3 = t[12 + j]
                     for n in range(n_images):
-                        t[j, n] = d[j, n] - d[8 + j, n]
-                        t[4 + j, n] = d[4 + j, n] + d[8 + j, n]
-                        t[8 + j, n] = d[8 + j, n] - d[4 + j, n]
-                        t[12 + j, n] = d[4 + j, n] - d[12 + j, n]
+                        t0[n] = d0[n] - d2[n]
+                        t1[n] = d1[n] + d2[n]
+                        t2[n] = d2[n] - d1[n]
+                        t3[n] = d1[n] - d3[n]
                 for i in range(4):  # (B^T d) B: columns
                     v0 = tiles[4 * i, c, r, q]
                     v1 = tiles[4 * i + 1, c, r, q]
@@ -59,21 +63,21 @@ def input_tiles(image, tile_rows, tile_cols, out=None):
 def _output_tiles(products, bias, out, first):
     channels, rows, cols, n_images = products.shape[1:]
     height, width = out.shape[1], out.shape[2]
-    m = np.empty((16, n_images), dtype=products.dtype)
     s = np.empty((8, n_images), dtype=products.dtype)
     for o in range(channels):
         b = bias[o]
         for r in range(rows):
             for q in range(cols):
-                for k in range(16):
-                    src = products[k, o, r, q]
-                    dst = m[k]
+                for j in range(4):  # A^T m: rows, column j of the tile read straight from the products
+                    m0 = products[j, o, r, q]
+                    m1 = products[4 + j, o, r, q]
+                    m2 = products[8 + j, o, r, q]
+                    m3 = products[12 + j, o, r, q]
+                    s0 = s[j]
+                    s1 = s[4 + j]
                     for n in range(n_images):
-                        dst[n] = src[n]
-                for j in range(4):  # A^T m: rows
-                    for n in range(n_images):
-                        s[j, n] = m[j, n] + m[4 + j, n] + m[8 + j, n]
-                        s[4 + j, n] = m[4 + j, n] - m[8 + j, n] - m[12 + j, n]
+                        s0[n] = m0[n] + m1[n] + m2[n]
+                        s1[n] = m1[n] - m2[n] - m3[n]
                 for a in range(2):  # (A^T m) A: columns, plus the bias
                     y = 2 * (first + r) + a
                     if y >= height:
@@ -145,32 +149,36 @@ def output_tiles_transposed(grad, tile_rows, tile_cols, out=None):
 @numba.njit(cache=True)
 def _input_tiles_transposed(tiles, image, first):
     channels, rows, cols, n_images = tiles.shape[1:]
-    v = np.empty((16, n_images), dtype=tiles.dtype)
     t = np.empty((16, n_images), dtype=tiles.dtype)
+    u = np.empty((4, n_images), dtype=tiles.dtype)
     for c in range(channels):
         for r in range(rows):
             for q in range(cols):
-                for k in range(16):
-                    src = tiles[k, c, r, q]
-                    dst = v[k]
+                for j in range(4):  # B v: rows, column j of the tile read straight from the tiles
+                    v0 = tiles[j, c, r, q]
+                    v1 = tiles[4 + j, c, r, q]
+                    v2 = tiles[8 + j, c, r, q]
+                    v3 = tiles[12 + j, c, r, q]
+                    t0 = t[j]
+                    t1 = t[4 + j]
+                    t2 = t[8 + j]
+                    t3 = t[12 + j]
                     for n in range(n_images):
-                        dst[n] = src[n]
-                for j in range(4):  # B v: rows
+                        t0[n] = v0[n]
+                        t1[n] = v1[n] - v2[n] + v3[n]
+                        t2[n] = v1[n] + v2[n] - v0[n]
+                        t3[n] = -v3[n]
+                for i in range(4):  # (B v) B^T: columns, then added into the overlapping tiles
                     for n in range(n_images):
-                        t[j, n] = v[j, n]
-                        t[4 + j, n] = v[4 + j, n] - v[8 + j, n] + v[12 + j, n]
-                        t[8 + j, n] = v[4 + j, n] + v[8 + j, n] - v[j, n]
-                        t[12 + j, n] = -v[12 + j, n]
-                for i in range(4):  # (B v) B^T: columns, added into the overlapping tiles
-                    p0 = image[c, 2 * (first + r) + i, 2 * q]
-                    p1 = image[c, 2 * (first + r) + i, 2 * q + 1]
-                    p2 = image[c, 2 * (first + r) + i, 2 * q + 2]
-                    p3 = image[c, 2 * (first + r) + i, 2 * q + 3]
-                    for n in range(n_images):
-                        p0[n] += t[4 * i, n]
-                        p1[n] += t[4 * i + 1, n] - t[4 * i + 2, n] + t[4 * i + 3, n]
-                        p2[n] += t[4 * i + 1, n] + t[4 * i + 2, n] - t[4 * i, n]
-                        p3[n] += -t[4 * i + 3, n]
+                        u[0, n] = t[4 * i, n]
+                        u[1, n] = t[4 * i + 1, n] - t[4 * i + 2, n] + t[4 * i + 3, n]
+                        u[2, n] = t[4 * i + 1, n] + t[4 * i + 2, n] - t[4 * i, n]
+                        u[3, n] = -t[4 * i + 3, n]
+                    for j in range(4):
+                        pixel = image[c, 2 * (first + r) + i, 2 * q + j]
+                        part = u[j]
+                        for n in range(n_images):
+                            pixel[n] += part[n]
 
 
 def input_tiles_transposed(tiles, image, first):
