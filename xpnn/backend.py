@@ -251,14 +251,24 @@ def describe(x):
     return f"{kind} {dtype_name(dtype)} {tuple(shape)}"
 
 
+_DTYPE_NAMES = {}  # dtype -> name: NumPy's dtype.name costs microseconds, and every step asks it
+
+
 def dtype_name(dtype):
     """Canonical name ('float32') of a NumPy, CuPy or array_api_strict dtype, or of a string."""
-    if isinstance(dtype, str):
-        return np.dtype(dtype).name
     try:
-        return np.dtype(dtype).name
+        return _DTYPE_NAMES[dtype]
+    except (KeyError, TypeError):  # TypeError: an unhashable dtype-like
+        pass
+    try:
+        name = np.dtype(dtype).name
     except TypeError:
-        return str(dtype).rsplit(".", 1)[-1]
+        name = str(dtype).rsplit(".", 1)[-1]
+    try:
+        _DTYPE_NAMES[dtype] = name
+    except TypeError:
+        pass
+    return name
 
 
 def resolve_dtype(dtype, xp, where="dtype"):
