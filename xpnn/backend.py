@@ -251,13 +251,16 @@ def describe(x):
     return f"{kind} {dtype_name(dtype)} {tuple(shape)}"
 
 
-_DTYPE_NAMES = {}  # dtype -> name: NumPy's dtype.name costs microseconds, and every step asks it
+# (type, dtype) -> name: NumPy's dtype.name costs microseconds, and every step asks it. The type
+# in the key keeps dtypes of two libraries from being compared (array_api_strict warns).
+_DTYPE_NAMES = {}
 
 
 def dtype_name(dtype):
     """Canonical name ('float32') of a NumPy, CuPy or array_api_strict dtype, or of a string."""
+    key = (type(dtype), dtype)
     try:
-        return _DTYPE_NAMES[dtype]
+        return _DTYPE_NAMES[key]
     except (KeyError, TypeError):  # TypeError: an unhashable dtype-like
         pass
     try:
@@ -265,7 +268,7 @@ def dtype_name(dtype):
     except TypeError:
         name = str(dtype).rsplit(".", 1)[-1]
     try:
-        _DTYPE_NAMES[dtype] = name
+        _DTYPE_NAMES[key] = name
     except TypeError:
         pass
     return name
