@@ -95,6 +95,32 @@ def test_numba_transforms_equal_their_portable_twins(rng, dtype, tile_grid, tile
     np.testing.assert_allclose(compiled, np.asarray(portable), rtol=tol, atol=tol)
 
 
+def test_the_transforms_are_lavin_and_grays_matrices(rng):
+    """Each tile's input transform is B^T d B, each output A^T m A (plus the bias), and the
+    weight's G w G^T, with the matrices of ``ops.winograd`` (Lavin and Gray, 2015), checked tile
+    by tile against einsum."""
+    b_t, g, a_t = (np.array(m, dtype=float) for m in (winograd.INPUT_TRANSFORM, winograd.WEIGHT_TRANSFORM, winograd.OUTPUT_TRANSFORM))
+    image = rng.normal(size=(2, 8, 6, 3))
+    tiles = winograd.input_tiles(image, (0, 3), 2)
+    for r in range(3):
+        for q in range(2):
+            d = image[:, 2 * r:2 * r + 4, 2 * q:2 * q + 4, :]
+            expected = np.einsum("ik,ckln,jl->ijcn", b_t, d, b_t).reshape(16, 2, 3)
+            np.testing.assert_allclose(tiles[:, :, r, q, :], expected, rtol=1e-13, atol=1e-13)
+    bias = rng.normal(size=2)
+    out = np.empty((2, 6, 4, 3))
+    winograd.output_tiles(tiles, bias, out, 0)
+    for r in range(3):
+        for q in range(2):
+            m = tiles[:, :, r, q, :].reshape(4, 4, 2, 3)
+            expected = np.einsum("ai,ijcn,bj->cabn", a_t, m, a_t) + bias[:, None, None, None]
+            np.testing.assert_allclose(out[:, 2 * r:2 * r + 2, 2 * q:2 * q + 2, :], expected, rtol=1e-13, atol=1e-13)
+    weight = rng.normal(size=(1, 4, 2 * 9))
+    u = winograd.WinogradWindows(rng.normal(size=(1, 2, 4, 4)), (1, 1), (4, 4))._weight_tiles(weight)
+    expected = np.einsum("ik,ockl,jl->ijoc", g, weight.reshape(4, 2, 3, 3), g).reshape(16, 4, 2)
+    np.testing.assert_allclose(u, expected, rtol=1e-13, atol=1e-13)
+
+
 def test_each_backward_transform_is_the_transpose_of_its_forward_one(rng):
     """<B^T d B, v> = <d, B v B^T> and <A^T m A, g> = <m, A g A^T>, summed over tiles (the bias
     zero): the backward transforms are the exact adjoints of the forward ones."""

@@ -6,6 +6,8 @@ batch-last output, or a C-contiguous NCHW or (N, C) array), the Numba kernels
 (``xpnn.kernels.numba_normalization``): three passes over each channel forward and backward;
 elsewhere the portable Array API version beside them."""
 
+import numpy as np
+
 from .. import backend
 
 
@@ -38,8 +40,6 @@ def _channel_blocks(x):
 
 def _as_blocks(array, layout):
     """``array`` (N, C, ...) as C-contiguous (A, C, B) blocks of ``layout``, copied if need be."""
-    import numpy as np
-
     c = array.shape[1]
     if layout == "batch-last":
         return np.ascontiguousarray(np.transpose(array, (*range(1, array.ndim), 0)).reshape(1, c, -1))
@@ -48,8 +48,6 @@ def _as_blocks(array, layout):
 
 def _from_blocks(blocks, shape, layout):
     """(A, C, B) ``blocks`` as an array of ``shape`` (N, C, ...) laid out as ``layout``."""
-    import numpy as np
-
     if layout == "batch-last":
         return np.transpose(blocks.reshape(*shape[1:], shape[0]), (len(shape) - 1, *range(len(shape) - 1)))
     return blocks.reshape(shape)
@@ -58,8 +56,6 @@ def _from_blocks(blocks, shape, layout):
 def batch_norm_training_numba(x, blocks, weight, bias, eps):
     """:func:`batch_norm_training` on NumPy through ``numba_normalization``, for ``x``'s
     (A, C, B) ``blocks`` from ``_channel_blocks``."""
-    import numpy as np
-
     from ..kernels import numba_normalization
 
     view, layout = blocks

@@ -14,7 +14,10 @@ the weight gradient (then ``G^T . G``), times the weight the input tiles' gradie
 ConvTranspose2d's backward) use it unchanged; ``ops.conv.conv_windows`` chooses it. Door for the
 four tile transforms: the Numba loops (``xpnn.kernels.numba_winograd``) for C-contiguous float32
 or float64 NumPy arrays, else the portable strided-slice versions beside them, which compute the
-same terms in the same order."""
+same terms in the same order (the input transform's transpose adds overlapping tiles in another
+order). The matrices below are the definition the tests check the transforms against."""
+
+import numpy as np
 
 from .. import backend
 
@@ -155,9 +158,9 @@ class _ChunkBuffers:
         if role not in self.arrays:
             self.arrays[role] = self.xp.empty((16, channels, self.size * self.cols * self.n), dtype=self.like.dtype)
         count = (rows[1] - rows[0]) * self.cols * self.n
-        piece = self.arrays[role][:, :channels, :count]
-        if count != self.size * self.cols * self.n:  # the last, shorter chunk: a contiguous array of its own
-            piece = self.xp.reshape(self.arrays[role].reshape(-1)[:16 * channels * count], (16, channels, count))
+        piece = self.arrays[role]
+        if count != piece.shape[-1]:  # the last, shorter chunk: the buffer's start, C-contiguous
+            piece = self.xp.reshape(self.xp.reshape(piece, (-1,))[:16 * channels * count], (16, channels, count))
         return piece if flat else self.xp.reshape(piece, (16, channels, rows[1] - rows[0], self.cols, self.n))
 
 
@@ -165,8 +168,6 @@ def _matmul(a, b, out):
     """``a @ b``, written into ``out`` when it is given (NumPy)."""
     if out is None:
         return a @ b
-    import numpy as np
-
     return np.matmul(a, b, out=out)
 
 
