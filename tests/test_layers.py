@@ -76,6 +76,10 @@ def test_relu_compiled_pass_equals_the_ufuncs(rng, dtype, layout):
         y_compiled, backward_compiled = activation.relu_numba(x)
         np.testing.assert_array_equal(y_compiled, y_portable)
         np.testing.assert_array_equal(backward_compiled(np.ones_like(x)), backward_portable(np.ones_like(x)))
+        grad = rng.normal(size=x.shape).astype(dtype)
+        grad.reshape(-1)[6:8] = [np.nan, np.inf]  # where the mask is 0 too: NaN * 0, as the portable multiply
+        for g in (grad, np.ascontiguousarray(grad.transpose(3, 2, 1, 0)).transpose(3, 2, 1, 0)):  # x's layout, another
+            np.testing.assert_array_equal(backward_compiled(g), backward_portable(g))
     layer = nn.ReLU()
     y = layer(x)
     np.testing.assert_array_equal(y, np.maximum(x, 0))

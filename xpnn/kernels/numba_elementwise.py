@@ -46,14 +46,32 @@ def _relu(x, out, mask):
 
 
 def relu(x):
-    """``(max(x, 0), mask)`` in one pass, the 0/1 mask marking x > 0, both laid out like ``x``, for
-    a non-empty float32/float64 ``x`` without gaps in some axis order
-    (``backend.flat_in_memory_order``)."""
+    """``(max(x, 0), mask)`` in one pass, the uint8 0/1 mask marking x > 0 (a quarter of a
+    float32 mask's memory traffic, each way), both laid out like ``x``, for a non-empty
+    float32/float64 ``x`` without gaps in some axis order (``backend.flat_in_memory_order``)."""
     out = np.empty_like(x)
-    mask = np.empty_like(x)
+    mask = np.empty(x.shape, dtype=np.uint8)
+    mask = np.lib.stride_tricks.as_strided(mask, strides=tuple(s // x.itemsize for s in x.strides))
     flat = backend.flat_in_memory_order
     _relu(flat(x), flat(out), flat(mask))
     return out, mask
+
+
+@numba.njit(error_model="numpy", cache=True)
+def _relu_backward(grad, mask, out):
+    for i in range(grad.size):
+        out[i] = grad[i] * mask[i]  # a multiply, as the portable version: a NaN gradient stays NaN
+
+
+def relu_backward(grad, mask):
+    """``grad * mask`` for ReLU's uint8 mask, in one pass when ``grad`` is laid out like the mask
+    (the layers that follow keep the layout), else NumPy's multiply."""
+    flat = backend.flat_in_memory_order
+    if grad.dtype.kind != "f" or grad.strides != tuple(s * grad.itemsize for s in mask.strides) or flat(grad) is None:
+        return grad * mask
+    out = np.empty_like(grad)
+    _relu_backward(flat(grad), flat(mask), flat(out))
+    return out
 
 
 # The updates of Adadelta, Adagrad, NAdam and RAdam (``xpnn.ops.updates``): each the portable

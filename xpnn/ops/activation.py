@@ -1,7 +1,7 @@
 """ReLU forward and backward: one door, :func:`relu`, returning the output and its backward.
 
-Paths: on NumPy one compiled pass makes the output and the 0/1 mask
-(``xpnn.kernels.numba_elementwise``), on CUDA one kernel launch each way
+Paths: on NumPy one compiled pass makes the output and a uint8 0/1 mask, and one applies it
+backward (``xpnn.kernels.numba_elementwise``), on CUDA one kernel launch each way
 (``xpnn.kernels.cuda_elementwise``); both walk the input in its own memory order (Conv2d's
 batch-last output included) and need an input without gaps. Otherwise, and for float16, the
 portable ``maximum`` and a 0/1 multiply (not ``where``, many times slower on NumPy)."""
@@ -32,13 +32,14 @@ def relu_portable(x):
 
 
 def relu_numba(x):
-    """ReLU on NumPy: the output and mask in one compiled pass; backward is a NumPy multiply."""
+    """ReLU on NumPy: the output and a uint8 mask in one compiled pass; backward multiplies by
+    the mask in one compiled pass too (NumPy's multiply for a gradient laid out otherwise)."""
     from ..kernels import numba_elementwise
 
     y, mask = numba_elementwise.relu(x)
 
     def backward(grad):
-        return grad * mask
+        return numba_elementwise.relu_backward(grad, mask)
 
     return y, backward
 
