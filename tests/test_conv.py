@@ -234,6 +234,7 @@ def test_conv2d_in_row_pieces_equals_one_window_matrix(monkeypatch, rng, shape, 
     layer.bias.data = rng.normal(size=out)
     grad = rng.normal(size=layer(x).shape)
     results = {}
+    monkeypatch.setattr(conv, "DIRECT_MAX_OUTPUTS", 0)
     for name, max_outputs in (("whole", 0), ("pieces", out)):
         monkeypatch.setattr(conv, "STREAM_MAX_OUTPUTS", max_outputs)
         monkeypatch.setattr(conv, "STREAM_PIECE_BYTES", piece_bytes)
@@ -249,3 +250,59 @@ def test_conv2d_in_row_pieces_equals_one_window_matrix(monkeypatch, rng, shape, 
     for whole, pieces in zip(*results.values()):
         np.testing.assert_allclose(pieces, whole, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(results["pieces"][0], reference_conv2d(x, layer.weight.data, layer.bias.data, s, p, d, g), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n, c, o, h, w, kernel, padding", [
+    (1, 1, 1, 3, 3, (3, 3), (0, 0)), (2, 1, 6, 9, 8, (5, 5), (2, 2)), (3, 3, 8, 7, 6, (3, 2), (1, 0)),
+    (2, 2, 4, 5, 5, (1, 1), (0, 0)), (5, 2, 3, 6, 9, (1, 4), (0, 1)),
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_direct_convolution_equals_the_window_matrix_and_its_portable_twin(rng, n, c, o, h, w, kernel, padding, dtype):
+    """DirectWindows (the door for few-output stride-1 layers on NumPy): the Numba forward and
+    weight gradient against the portable versions run on array_api_strict and against the whole
+    window matrix; the input gradient is the window matrices' own."""
+    import array_api_strict
+
+    from xpnn.ops import conv
+    from xpnn.ops.windows import conv_output_size
+
+    out_size = conv_output_size((h, w), kernel, 1, padding)
+    geometry = (kernel, (1, 1), padding, (1, 1), out_size)
+    x = rng.normal(size=(n, c, h, w)).astype(dtype)
+    weight = rng.normal(size=(1, o, c * kernel[0] * kernel[1])).astype(dtype)
+    bias = rng.normal(size=o).astype(dtype)
+    grad = rng.normal(size=(1, o, out_size[0] * out_size[1] * n)).astype(dtype)
+    windows = conv.conv_windows(x, *geometry, 1, o)
+    assert isinstance(windows, conv.DirectWindows)
+    matrix = conv.WindowMatrix(x, *geometry, 1)
+    strict = array_api_strict.asarray
+    portable = conv.DirectWindows(strict(x), kernel, padding, out_size)
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    y = windows.matmul(weight, bias)
+    np.testing.assert_allclose(y, matrix.matmul(weight, bias), **tol)
+    np.testing.assert_allclose(np.asarray(portable.matmul(strict(weight), strict(bias))), y, **tol)
+    np.testing.assert_allclose(windows.matmul(weight), matrix.matmul(weight), **tol)
+    grad_w, grad_x = windows.gradients(weight, grad, True)
+    np.testing.assert_allclose(grad_w, matrix.weight_gradient(grad), **tol)
+    np.testing.assert_allclose(np.asarray(portable.weight_gradient(strict(grad))), grad_w, **tol)
+    np.testing.assert_allclose(grad_x, matrix.input_gradient(weight, grad), **tol)
+
+
+def test_only_few_output_stride_one_layers_convolve_directly():
+    """The door: DirectWindows for <= DIRECT_MAX_OUTPUTS outputs, stride 1, undilated, one group,
+    float32/64 on NumPy; streamed windows for other few-output layers; the window matrix otherwise."""
+    from xpnn.ops import conv
+
+    def kind(x, out, stride=1, dilation=1, groups=1):
+        layer = nn.Conv2d(x.shape[1], out, 3, stride=stride, dilation=dilation, padding=1, groups=groups, dtype=x.dtype.name)
+        layer(x)
+        return type(layer._windows).__name__
+
+    x = np.zeros((2, 2, 8, 8), dtype=np.float32)
+    assert kind(x, conv.DIRECT_MAX_OUTPUTS) == "DirectWindows"
+    assert kind(x.astype(np.float64), 1) == "DirectWindows"
+    assert kind(x, conv.DIRECT_MAX_OUTPUTS + 1) == "WindowMatrix"
+    assert kind(x, 4, stride=2) == "StreamedWindows"
+    assert kind(x, 4, dilation=2) == "StreamedWindows"
+    assert kind(x, 4, groups=2) == "StreamedWindows"
+    assert kind(x.astype(np.float16), 4) == "StreamedWindows"

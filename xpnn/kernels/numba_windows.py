@@ -117,3 +117,73 @@ def max_pool_tiles_backward(grad, arg, kernel):
     out = np.empty((a, oh * kh, ow * kw, inner), dtype=grad.dtype)
     _max_pool_tiles_backward(np.ascontiguousarray(grad), arg, kh, kw, out)
     return out
+
+
+# Direct convolution for layers with few output channels (ops.conv.DirectWindows): each output
+# row of one channel is a run of OW*N values in the batch-last layout, and each kernel tap adds a
+# weight times a run of the padded input, so the whole product is axpys and dot products over
+# contiguous runs, with no window matrix.
+
+
+@numba.njit(cache=True)
+def _direct_conv(image, weight, bias, out):
+    outputs, rows, cols, n_images = out.shape
+    channels, kh, kw = weight.shape[1:]
+    width = image.shape[2]
+    run = cols * n_images
+    for o in range(outputs):
+        for r in range(rows):
+            acc = out[o, r].reshape(run)
+            b = bias[o]
+            for t in range(run):
+                acc[t] = b
+            for c in range(channels):
+                for i in range(kh):
+                    line = image[c, r + i].reshape(width * n_images)
+                    for j in range(kw):
+                        w = weight[o, c, i, j]
+                        src = line[j * n_images:j * n_images + run]
+                        for t in range(run):
+                            acc[t] += w * src[t]
+
+
+def direct_conv(image, weight, bias, output_size):
+    """The stride-1 undilated convolution of a C-contiguous padded (C, Hp, Wp, N) image with an
+    (O, C, KH, KW) weight, plus ``bias`` (O values): the (O, OH, OW, N) output."""
+    out = np.empty((weight.shape[0], *output_size, image.shape[-1]), dtype=image.dtype)
+    _direct_conv(image, np.ascontiguousarray(weight), bias, out)
+    return out
+
+
+@numba.njit(cache=True, fastmath={"reassoc"})
+def _direct_weight_gradient(image, grad, out):
+    outputs, rows, cols, n_images = grad.shape
+    channels, kh, kw = out.shape[1:]
+    width = image.shape[2]
+    run = cols * n_images
+    for o in range(outputs):
+        total = np.zeros((channels, kh, kw))
+        for r in range(rows):
+            g = grad[o, r].reshape(run)
+            for c in range(channels):
+                for i in range(kh):
+                    line = image[c, r + i].reshape(width * n_images)
+                    for j in range(kw):
+                        src = line[j * n_images:j * n_images + run]
+                        s = 0.0
+                        for t in range(run):
+                            s += g[t] * src[t]
+                        total[c, i, j] += s
+        for c in range(channels):
+            for i in range(kh):
+                for j in range(kw):
+                    out[o, c, i, j] = total[c, i, j]
+
+
+def direct_weight_gradient(image, grad, kernel):
+    """The (O, C, KH, KW) weight gradient of :func:`direct_conv` for the C-contiguous (O, OH, OW, N)
+    output gradient: per output row, a dot product of it with each tap's run of the image, summed
+    in float64 (reassociated, so vectorised)."""
+    out = np.empty((grad.shape[0], image.shape[0], *kernel), dtype=grad.dtype)
+    _direct_weight_gradient(image, grad, out)
+    return out

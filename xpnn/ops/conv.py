@@ -6,13 +6,15 @@ forward share: the (G, K, O) weight's transpose times a (G, O, P) batch-last ope
 into an image by ``col2im_batch_last``.
 
 Door: :func:`conv_windows` chooses, on NumPy, Winograd tiles (``ops.winograd``) for a 3x3,
-stride-1 convolution with enough channels on both sides (``WINOGRAD_MIN_CHANNELS``); else it
-keeps the whole (G, C/G*KH*KW, OH*OW*N) window matrix (:class:`WindowMatrix`), except on NumPy for
-a layer with few outputs per group, whose windows are unfolded again, a few output rows at a time,
-each time a product needs them (:class:`StreamedWindows`): with so few rows of weights OpenBLAS
-streams the matrix at memory speed, so products over pieces that stay in cache are faster, and
-only the padded input is kept. CuPy and the other namespaces always take the window matrix. The
-measurements behind the constants are in ``bench/NOTES.md``."""
+stride-1 convolution with enough channels on both sides (``WINOGRAD_MIN_CHANNELS``), and a direct
+convolution with no window matrix (:class:`DirectWindows`) for an ungrouped stride-1 undilated
+layer with few outputs; else it keeps the whole (G, C/G*KH*KW, OH*OW*N) window matrix
+(:class:`WindowMatrix`), except on NumPy for another layer with few outputs per group, whose
+windows are unfolded again, a few output rows at a time, each time a product needs them
+(:class:`StreamedWindows`): with so few rows of weights OpenBLAS streams the matrix at memory
+speed, so products over pieces that stay in cache are faster, and only the padded input is kept.
+CuPy and the other namespaces always take the window matrix. The measurements behind the
+constants are in ``bench/NOTES.md``."""
 
 import numpy as np
 
@@ -28,8 +30,12 @@ from .windows import col2im_batch_last, im2col_batch_last, im2col_rows, padded_b
 WINOGRAD_MIN_CHANNELS = 16
 WINOGRAD_MIN_PIXELS = 8192
 
-# A NumPy layer with at most this many outputs per group streams its windows, in pieces of about
-# STREAM_PIECE_BYTES (at least one output row).
+# A NumPy layer with at most DIRECT_MAX_OUTPUTS outputs, stride 1, undilated and ungrouped,
+# convolves directly (DirectWindows: about twice as fast as streaming for LeNet's first layer and
+# the seed CNN's, slower than a window matrix from 16 outputs); another with at most
+# STREAM_MAX_OUTPUTS outputs per group streams its windows, in pieces of about STREAM_PIECE_BYTES
+# (at least one output row).
+DIRECT_MAX_OUTPUTS = 8
 STREAM_MAX_OUTPUTS = 8
 STREAM_PIECE_BYTES = 1 << 18
 
@@ -46,6 +52,9 @@ def conv_windows(x, kernel, stride, padding, dilation, output_size, groups, outp
     numba = backend.fast_path(backend.namespace_of(x)) == "numba"
     if numba and winograd_fits(x, kernel, stride, dilation, output_size, groups, outputs_per_group):
         return WinogradWindows(x, padding, output_size)
+    direct = stride == (1, 1) and dilation == (1, 1) and groups == 1 and backend.kernel_dtype(x)
+    if numba and direct and outputs_per_group <= DIRECT_MAX_OUTPUTS:
+        return DirectWindows(x, kernel, padding, output_size)
     if numba and outputs_per_group <= STREAM_MAX_OUTPUTS:
         return StreamedWindows(x, kernel, stride, padding, dilation, output_size, groups)
     return WindowMatrix(x, kernel, stride, padding, dilation, output_size, groups)
@@ -136,6 +145,79 @@ class WindowMatrix(_Windows):
     def weight_gradient(self, grad):
         """``windows @ grad^T`` for the (G, O, OH*OW*N) output gradient: (G, K, O)."""
         return weight_gradient(self.xp, self.cols, grad)
+
+
+class DirectWindows(_Windows):
+    """A stride-1, undilated, ungrouped convolution's padded batch-last (C, Hp, Wp, N) input, for a
+    direct convolution: each output row of a channel is OW*N contiguous values, each kernel tap
+    adds a weight times a run of the input (forward) or takes a dot product with one (weight
+    gradient). Door: ``numba_windows.direct_conv`` and ``direct_weight_gradient`` for C-contiguous
+    float32/float64 NumPy arrays, else :func:`direct_conv_portable` and
+    :func:`direct_weight_gradient_portable`. The input gradient is the window matrices' (``_Windows``)."""
+
+    def __init__(self, x, kernel, padding, output_size):
+        self.xp = backend.namespace_of(x)
+        self.image = padded_batch_last(x, padding)
+        if not backend.is_c_contiguous(self.image):
+            self.image = backend.c_contiguous(self.image)
+        self.kernel = kernel
+        self._keep_geometry(x, kernel, (1, 1), padding, (1, 1), output_size)
+
+    def _numba(self, *arrays):
+        return all(backend.fast_path(backend.namespace_of(a)) == "numba" and backend.kernel_dtype(a) for a in arrays)
+
+    def matmul(self, weight, bias=None):
+        """The (1, O, OH*OW*N) convolution with a (1, O, C*KH*KW) weight, plus ``bias``."""
+        xp = self.xp
+        o = weight.shape[1]
+        weight4 = xp.reshape(weight, (o, self.image.shape[0], *self.kernel))
+        if bias is None:
+            bias = xp.zeros((o,), dtype=weight.dtype, device=backend.device_of(weight))
+        if self._numba(self.image, weight, bias):
+            from ..kernels import numba_windows
+
+            y = numba_windows.direct_conv(self.image, weight4, bias, self.output_size)
+        else:
+            y = direct_conv_portable(self.image, weight4, bias, self.output_size)
+        return xp.reshape(y, (1, o, -1))
+
+    def weight_gradient(self, grad):
+        """The (1, C*KH*KW, O) weight gradient for the (1, O, OH*OW*N) output gradient."""
+        xp = self.xp
+        o = grad.shape[1]
+        grad_image = backend.c_contiguous(xp.reshape(grad, (o, *self.output_size, self.x_shape[0])))
+        if self._numba(self.image, grad_image):
+            from ..kernels import numba_windows
+
+            grad_w = numba_windows.direct_weight_gradient(self.image, grad_image, self.kernel)
+        else:
+            grad_w = direct_weight_gradient_portable(self.image, grad_image, self.kernel)
+        return xp.matrix_transpose(xp.reshape(grad_w, (1, o, -1)))
+
+
+def direct_conv_portable(image, weight, bias, output_size):
+    """:class:`DirectWindows`' forward in Array API calls: one strided multiply-add per kernel tap
+    over the whole (O, OH, OW, N) output."""
+    xp = backend.namespace_of(image)
+    o, c, kh, kw = weight.shape
+    (oh, ow), n = output_size, image.shape[-1]
+    out = xp.zeros((o, oh, ow, n), dtype=image.dtype, device=backend.device_of(image)) + xp.reshape(bias, (o, 1, 1, 1))
+    for channel in range(c):
+        for i in range(kh):
+            for j in range(kw):
+                out += xp.reshape(weight[:, channel, i, j], (o, 1, 1, 1)) * image[channel:channel + 1, i:i + oh, j:j + ow, :]
+    return out
+
+
+def direct_weight_gradient_portable(image, grad, kernel):
+    """:class:`DirectWindows`' weight gradient in Array API calls: one product and sum per kernel
+    tap, as (O, C, KH, KW)."""
+    xp = backend.namespace_of(image)
+    o, oh, ow, _ = grad.shape
+    c, (kh, kw) = image.shape[0], kernel
+    taps = [xp.sum(grad * image[channel:channel + 1, i:i + oh, j:j + ow, :], axis=(1, 2, 3))
+            for channel in range(c) for i in range(kh) for j in range(kw)]
+    return xp.reshape(xp.permute_dims(xp.stack(taps), (1, 0)), (o, c, kh, kw))
 
 
 class StreamedWindows(_Windows):
