@@ -431,3 +431,27 @@ def test_residual_cnn_equals_torch(rng):
         np.testing.assert_allclose(param.grad, expected, rtol=1e-9, atol=1e-12, err_msg=name)
     for name, buf in mine.named_buffers():
         np.testing.assert_allclose(buf, dict(theirs.named_buffers())[name.replace(".a.", ".0.")].numpy(), rtol=1e-10, err_msg=name)
+
+
+def test_residual_sums_keep_the_batch_last_layout(rng):
+    """ops.add, the Residual's sum: on NumPy the result is laid out in the first operand's memory
+    order with its gaps closed (a batch-last body output, or a cropped batch-last input gradient,
+    plus an NCHW array stays batch-last), with the values of ``a + b``; elsewhere, and for
+    broadcasting operands, it is ``a + b``."""
+    import array_api_strict
+
+    from xpnn import ops
+
+    batch_last = np.ascontiguousarray(rng.normal(size=(3, 5, 6, 4))).transpose(3, 0, 1, 2)  # (4, 3, 5, 6)
+    cropped = np.ascontiguousarray(rng.normal(size=(3, 7, 8, 4))).transpose(3, 0, 1, 2)[:, :, 1:6, 1:7]
+    nchw = rng.normal(size=(4, 3, 5, 6))
+    for a in (batch_last, cropped):
+        total = ops.add(a, nchw)
+        np.testing.assert_array_equal(total, a + nchw)
+        assert total.transpose(1, 2, 3, 0).flags.c_contiguous
+        assert total is not a and not np.shares_memory(total, a)
+    assert ops.add(nchw, batch_last).flags.c_contiguous
+    np.testing.assert_array_equal(ops.add(nchw, np.float64(2.0)), nchw + 2.0)
+    np.testing.assert_array_equal(ops.add(nchw, nchw[:1]), nchw + nchw[:1])
+    strict = array_api_strict.asarray(nchw)
+    np.testing.assert_array_equal(np.asarray(ops.add(strict, strict)), nchw + nchw)

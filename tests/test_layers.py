@@ -79,7 +79,9 @@ def test_relu_compiled_pass_equals_the_ufuncs(rng, dtype, layout):
         grad = rng.normal(size=x.shape).astype(dtype)
         grad.reshape(-1)[6:8] = [np.nan, np.inf]  # where the mask is 0 too: NaN * 0, as the portable multiply
         for g in (grad, np.ascontiguousarray(grad.transpose(3, 2, 1, 0)).transpose(3, 2, 1, 0)):  # x's layout, another
-            np.testing.assert_array_equal(backward_compiled(g), backward_portable(g))
+            got = backward_compiled(g)
+            np.testing.assert_array_equal(got, backward_portable(g))
+            assert got.strides == y_compiled.strides  # the gradient comes back in the forward's layout
     layer = nn.ReLU()
     y = layer(x)
     np.testing.assert_array_equal(y, np.maximum(x, 0))

@@ -10,6 +10,7 @@ Parallel (a second occurrence would overwrite the first one's cache).
 import numbers
 from collections import OrderedDict
 
+from .. import ops
 from ..errors import ArgumentTypeError, ConfigError, ShapeError
 from .module import Module
 
@@ -43,8 +44,9 @@ def _take_device(container, members):
 
 
 def _add(a, b):
-    """``a + b`` as a new array (never in place: either may be a view another layer keeps)."""
-    return a + b
+    """``a + b`` as a new array (never in place: either may be a view another layer keeps), in
+    ``a``'s memory order (``ops.add``: the batch-last layout of a convolutional body carries on)."""
+    return ops.add(a, b)
 
 
 class Residual(Module):
