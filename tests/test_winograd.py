@@ -87,12 +87,13 @@ def test_numba_transforms_equal_their_portable_twins(rng, dtype, tile_grid, tile
     assert np.all(compiled[:, ~written] == 7) and not np.any(compiled[:, written] == 7)
     np.testing.assert_array_equal(numba_winograd.output_tiles_transposed(grad, tile_rows, cols),
                                   np.asarray(winograd.output_tiles_transposed_portable(strict(grad), tile_rows, cols)))
-    start = rng.normal(size=(3, *padded, n)).astype(dtype)
-    compiled, portable = start.copy(), strict(start)
-    numba_winograd.input_tiles_transposed(np.ascontiguousarray(products[:, :3]), compiled, tile_rows[0])
-    winograd.input_tiles_transposed_portable(strict(products[:, :3]), portable, tile_rows[0])
     tol = 1e-6 if dtype == np.float32 else 1e-14
-    np.testing.assert_allclose(compiled, np.asarray(portable), rtol=tol, atol=tol)
+    for padding in ((0, 0), (1, 0), (1, 1)):  # the gradient of an image padded this much, the padding left out
+        start = rng.normal(size=(3, padded[0] - 2 * padding[0], padded[1] - 2 * padding[1], n)).astype(dtype)
+        compiled, portable = start.copy(), strict(start)
+        numba_winograd.input_tiles_transposed(np.ascontiguousarray(products[:, :3]), compiled, tile_rows[0], padding)
+        winograd.input_tiles_transposed_portable(strict(products[:, :3]), portable, tile_rows[0], padding)
+        np.testing.assert_allclose(compiled, np.asarray(portable), rtol=tol, atol=tol)
 
 
 def test_the_transforms_are_lavin_and_grays_matrices(rng):
@@ -128,7 +129,7 @@ def test_each_backward_transform_is_the_transpose_of_its_forward_one(rng):
     tiles = rng.normal(size=(16, 2, 3, 2, 3))
     forward = np.sum(winograd.input_tiles(image, (0, 3), 2) * tiles)
     image_grad = np.zeros_like(image)
-    winograd.input_tiles_transposed(tiles, image_grad, 0)
+    winograd.input_tiles_transposed(tiles, image_grad, 0, (0, 0))
     assert np.isclose(forward, np.sum(image * image_grad), rtol=1e-12)
     grad = rng.normal(size=(2, 5, 4, 3))
     out = np.empty_like(grad)

@@ -147,8 +147,9 @@ def output_tiles_transposed(grad, tile_rows, tile_cols, out=None):
 
 
 @numba.njit(cache=True)
-def _input_tiles_transposed(tiles, image, first):
+def _input_tiles_transposed(tiles, image, first, ph, pw):
     channels, rows, cols, n_images = tiles.shape[1:]
+    height, width = image.shape[1], image.shape[2]
     t = np.empty((16, n_images), dtype=tiles.dtype)
     u = np.empty((4, n_images), dtype=tiles.dtype)
     for c in range(channels):
@@ -168,21 +169,28 @@ def _input_tiles_transposed(tiles, image, first):
                         t1[n] = v1[n] - v2[n] + v3[n]
                         t2[n] = v1[n] + v2[n] - v0[n]
                         t3[n] = -v3[n]
-                for i in range(4):  # (B v) B^T: columns, then added into the overlapping tiles
+                for i in range(4):  # (B v) B^T: columns, then added where the tile lies, padding left out
+                    y = 2 * (first + r) + i - ph
+                    if y < 0 or y >= height:
+                        continue
                     for n in range(n_images):
                         u[0, n] = t[4 * i, n]
                         u[1, n] = t[4 * i + 1, n] - t[4 * i + 2, n] + t[4 * i + 3, n]
                         u[2, n] = t[4 * i + 1, n] + t[4 * i + 2, n] - t[4 * i, n]
                         u[3, n] = -t[4 * i + 3, n]
                     for j in range(4):
-                        pixel = image[c, 2 * (first + r) + i, 2 * q + j]
+                        x = 2 * q + j - pw
+                        if x < 0 or x >= width:
+                            continue
+                        pixel = image[c, y, x]
                         part = u[j]
                         for n in range(n_images):
                             pixel[n] += part[n]
 
 
-def input_tiles_transposed(tiles, image, first):
+def input_tiles_transposed(tiles, image, first, padding):
     """The transpose of :func:`input_tiles`: add the gradient of C-contiguous (16, C, R, TW, N)
-    tiles, tile rows first..first+R, into the C-contiguous padded (C, Hp, Wp, N) ``image``, each
-    tile's ``B v B^T`` where it lies (tiles overlap by two rows and columns)."""
-    _input_tiles_transposed(tiles, image, first)
+    tiles, tile rows first..first+R of the image padded by ``padding`` = (ph, pw), into the
+    C-contiguous unpadded (C, H, W, N) ``image``: each tile's ``B v B^T`` where it lies (tiles
+    overlap by two rows and columns), what falls on the padding left out."""
+    _input_tiles_transposed(tiles, image, first, *padding)

@@ -116,7 +116,7 @@ class WinogradWindows:
         grad_image = xp.reshape(grad, (o, *self.output_size, n))
         if need_input:
             u_t = xp.matrix_transpose(self._weight_tiles(weight))
-            image = xp.zeros((c, *self.padded_size, n), dtype=grad.dtype, device=backend.device_of(grad))
+            image = xp.zeros((c, *self.x_shape[2:], n), dtype=grad.dtype, device=backend.device_of(grad))
         du = None
         chunks, buffers = self._buffers(o)
         for rows in chunks:
@@ -129,14 +129,11 @@ class WinogradWindows:
                 du += part
             if need_input:
                 tile_grads = _matmul(u_t, grad_tiles, buffers.take("products", c, rows, flat=True))
-                input_tiles_transposed(self._tiles(tile_grads, rows), image, rows[0])
+                input_tiles_transposed(self._tiles(tile_grads, rows), image, rows[0], self.padding)
         du = xp.permute_dims(xp.reshape(du, (4, 4, o, c)), (2, 3, 0, 1))
         g = _transform_matrix(xp, WEIGHT_TRANSFORM, du)
         grad_w = xp.matrix_transpose(xp.reshape(xp.matrix_transpose(g) @ du @ g, (1, o, c * 9)))
-        if not need_input:
-            return grad_w, None
-        (ph, pw), (h, w) = self.padding, self.x_shape[2:]
-        return grad_w, image[:, ph:ph + h, pw:pw + w, :]
+        return grad_w, image if need_input else None
 
 
 class _ChunkBuffers:
@@ -288,23 +285,29 @@ def output_tiles_transposed_portable(grad, tile_rows, tile_cols):
     return tiles
 
 
-def input_tiles_transposed(tiles, image, first_row):
+def input_tiles_transposed(tiles, image, first_row, padding):
     """The transpose of :func:`input_tiles`: add the gradient of (16, C, R, TW, N) tiles, tile
-    rows first_row onwards, into the padded (C, Hp, Wp, N) ``image``, each tile's ``B v B^T``
-    where it lies (tiles overlap by two rows and columns).
+    rows first_row onwards of the image padded by ``padding`` = (ph, pw), into the unpadded
+    (C, H, W, N) ``image``: each tile's ``B v B^T`` where it lies (tiles overlap by two rows and
+    columns), what falls on the padding left out.
 
     Door: ``numba_winograd.input_tiles_transposed`` on NumPy, else
     :func:`input_tiles_transposed_portable`."""
     if _numba_fits(tiles, image):
         from ..kernels import numba_winograd
 
-        return numba_winograd.input_tiles_transposed(tiles, image, first_row)
-    return input_tiles_transposed_portable(tiles, image, first_row)
+        return numba_winograd.input_tiles_transposed(tiles, image, first_row, padding)
+    return input_tiles_transposed_portable(tiles, image, first_row, padding)
 
 
-def input_tiles_transposed_portable(tiles, image, first_row):
-    """:func:`input_tiles_transposed` in Array API calls: one strided add per tile position."""
+def input_tiles_transposed_portable(tiles, image, first_row, padding):
+    """:func:`input_tiles_transposed` in Array API calls: one strided add per tile position into
+    a zero padded image, whose interior is then added into ``image``."""
+    xp = backend.namespace_of(tiles)
     _, c, rows, cols, n = tiles.shape
+    (ph, pw), (h, w) = padding, tuple(image.shape[1:3])
+    padded = xp.zeros((c, max(h + 2 * ph, 2 * (first_row + rows) + 2), max(w + 2 * pw, 2 * cols + 2), n),
+                      dtype=tiles.dtype, device=backend.device_of(tiles))
     v = [[tiles[4 * i + j, ...] for j in range(4)] for i in range(4)]
     t = [v[0], [v[1][j] - v[2][j] + v[3][j] for j in range(4)], [v[1][j] + v[2][j] - v[0][j] for j in range(4)],
          [-v[3][j] for j in range(4)]]
@@ -312,4 +315,5 @@ def input_tiles_transposed_portable(tiles, image, first_row):
     for i in range(4):
         parts = (t[i][0], t[i][1] - t[i][2] + t[i][3], t[i][1] + t[i][2] - t[i][0], -t[i][3])
         for j in range(4):
-            image[:, top + i:top + i + 2 * rows - 1:2, j:j + 2 * cols - 1:2, :] += parts[j]
+            padded[:, top + i:top + i + 2 * rows - 1:2, j:j + 2 * cols - 1:2, :] += parts[j]
+    image += padded[:, ph:ph + h, pw:pw + w, :]
