@@ -36,10 +36,12 @@ def paths(x, weight, bias, padding, out_size, grad):
     geometry = ((3, 3), (1, 1), (padding, padding), (1, 1), out_size)
     outputs = weight.shape[1]
 
-    def im2col():
-        if outputs <= conv.STREAM_MAX_OUTPUTS:
-            return conv.StreamedWindows(x, *geometry, 1)
-        return conv.WindowMatrix(x, *geometry, 1)
+    def im2col():  # what ops.conv_windows takes without Winograd (direct or streamed for few outputs)
+        kept, conv.WINOGRAD_MIN_CHANNELS = conv.WINOGRAD_MIN_CHANNELS, 10**9
+        try:
+            return conv.conv_windows(x, *geometry, 1, outputs)
+        finally:
+            conv.WINOGRAD_MIN_CHANNELS = kept
 
     def tiles():
         return winograd.WinogradWindows(x, (padding, padding), out_size)

@@ -262,3 +262,17 @@ def test_flatten_rejects_scalar(backend):
 def test_gelu_rejects_unknown_approximation():
     with pytest.raises(ValueError, match="GELU: expected approximate 'none' or 'tanh', got 'fast'"):
         nn.GELU("fast")
+
+
+@pytest.mark.parametrize("grad_dtype", [np.float16, np.float64, np.int32])
+def test_relu_gradient_of_another_dtype_promotes_as_the_portable_multiply(rng, grad_dtype):
+    """A float32 ReLU given a gradient of another dtype returns what ``grad * mask`` in float32
+    gives (the portable path's promotion), on the compiled path too."""
+    from xpnn.ops import activation
+
+    x = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+    grad = np.ones(x.shape, dtype=grad_dtype)
+    got = activation.relu_numba(x)[1](grad)
+    expected = activation.relu_portable(x)[1](grad)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)

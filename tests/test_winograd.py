@@ -186,18 +186,22 @@ def test_conv2d_takes_winograd_only_where_it_pays():
 
 @pytest.mark.parametrize("shape, out, padding", [((2, 3, 4, 4), 4, 1), ((1, 2, 6, 4), 3, 0), ((3, 2, 5, 5), 2, 1)])
 def test_conv2d_through_winograd_passes_the_gradient_check(monkeypatch, rng, shape, out, padding):
-    """With the channel and pixel thresholds lowered to 1, small float64 Conv2d layers run through Winograd
-    (the odd 5x5 one through im2col) and their input and parameter gradients match
-    finite differences; forward and backward equal those of the window matrix."""
+    """With the channel and pixel thresholds lowered to 1 and the few-output paths (direct,
+    streamed) off, small float64 Conv2d layers run through Winograd (the odd 5x5 one through the
+    window matrix) and their input and parameter gradients match finite differences; forward and
+    backward equal those of the window matrix."""
     monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 1)
     monkeypatch.setattr(conv, "WINOGRAD_MIN_PIXELS", 1)
+    monkeypatch.setattr(conv, "DIRECT_MAX_OUTPUTS", 0)
+    monkeypatch.setattr(conv, "STREAM_MAX_OUTPUTS", 0)
     layer = nn.Conv2d(shape[1], out, 3, padding=padding, generator=np.random.default_rng(5))
     layer.bias.data = rng.normal(size=out).astype(np.float32)
     be = type("Numpy", (), {"device": "cpu", "asarray": staticmethod(np.asarray)})
     check_layer(layer, rng.normal(size=shape), be, rng)
     x = rng.normal(size=shape)
     grad = rng.normal(size=layer(x).shape)
-    assert isinstance(layer._windows, winograd.WinogradWindows) == (shape[2] % 2 == 0)
+    expected = winograd.WinogradWindows if shape[2] % 2 == 0 else conv.WindowMatrix
+    assert type(layer._windows) is expected
     results = []
     for threshold in (1, 10**9):
         monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", threshold)

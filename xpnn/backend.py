@@ -258,6 +258,8 @@ _DTYPE_NAMES = {}
 
 def dtype_name(dtype):
     """Canonical name ('float32') of a NumPy, CuPy or array_api_strict dtype, or of a string."""
+    if isinstance(dtype, str):
+        return np.dtype(dtype).name
     key = (type(dtype), dtype)
     try:
         return _DTYPE_NAMES[key]

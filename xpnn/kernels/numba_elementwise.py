@@ -65,10 +65,9 @@ def _relu_backward(grad, mask, out):
 
 def relu_backward(grad, mask):
     """``grad * mask`` for ReLU's uint8 mask, laid out like the mask (the layout the forward
-    handed on): in one pass when ``grad`` is laid out like it too, else NumPy's multiply."""
+    handed on): in one pass when ``grad`` is laid out like it too, else NumPy's multiply.
+    ``grad`` is float32 or float64 (``ops.activation`` sends other dtypes elsewhere)."""
     flat = backend.flat_in_memory_order
-    if grad.dtype.kind != "f":
-        return grad * mask
     if grad.strides != tuple(s * grad.itemsize for s in mask.strides) or flat(grad) is None:
         return np.multiply(grad, mask, out=np.empty_like(mask, dtype=grad.dtype))
     out = np.empty_like(grad)

@@ -1,5 +1,6 @@
 """Batch normalisation's training-mode forward and backward for NumPy, compiled by Numba: per
-channel, two passes to read the statistics and one to write, where the portable version makes
+channel, two passes to read the statistics and one to write forward, one to read and one to
+write backward, where the portable version makes
 about ten whole-array passes each way with temporaries. Arrays are (A, C, B) C-contiguous views
 (A = 1 and B = H*W*N for Conv2d's batch-last output), so each channel is A runs of B values that
 stay in cache between its passes. Sums are float64 and may be reassociated (``fastmath``

@@ -76,10 +76,12 @@ class _BatchNorm(Module):
             if count < 2:
                 raise ConfigError(f"{self._where()}: expected more than 1 value per channel when training, got input of shape {tuple(x.shape)}")
             weight, bias = (self.weight.data, self.bias.data) if self.affine else (None, None)
+            self._inv_std = self._x_hat = None  # the eval-mode cache, not kept beside this one
             y, mean, var, self._norm_backward = ops.batch_norm_training(x, weight, bias, self.eps)
             if self.training and self.track_running_stats:
                 self._update_running(mean, var, count)
             return y
+        self._norm_backward = None
         self._inv_std = 1.0 / xp.sqrt(xp.reshape(self.running_var, shape) + self.eps)
         self._x_hat = (x - xp.reshape(self.running_mean, shape)) * self._inv_std
         if not self.affine:

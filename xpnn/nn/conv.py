@@ -1,6 +1,7 @@
-"""Convolutions as im2col + GEMM: Conv2d (cross-correlation, as in PyTorch), Conv1d (a Conv2d
-over a 1-pixel-high image, through the same code) and ConvTranspose2d (its transpose: GEMM +
-col2im forward, im2col + GEMM backward)."""
+"""Convolutions through the windows objects of ``ops.conv_windows`` (im2col + GEMM, or on NumPy
+Winograd tiles or a direct convolution where those are faster): Conv2d (cross-correlation, as in
+PyTorch), Conv1d (a Conv2d over a 1-pixel-high image, through the same code) and ConvTranspose2d
+(its transpose: GEMM + col2im forward, Conv2d's forward products backward)."""
 
 import numbers
 
@@ -122,7 +123,9 @@ class Conv2d(_Convolution):
 
     Forward unfolds the input's windows into a (C*KH*KW, OH*OW*N) matrix (``ops.conv_windows``)
     and multiplies it by the weight, one GEMM per group; backward is two GEMMs (weight and window
-    gradients) and ``col2im``. The output is an NCHW view of an (out, OH, OW, N) buffer: the
+    gradients) and ``col2im``. On NumPy a 3x3 stride-1 layer with at least 16 channels in and out
+    computes the same products as Winograd F(2x2, 3x3) tiles, and a stride-1 layer with at most 8
+    outputs convolves directly, without the matrix (``docs/design.md``). The output is an NCHW view of an (out, OH, OW, N) buffer: the
     layers that follow keep that batch-last memory order, and the next Conv2d unfolds it in place.
 
     Args:

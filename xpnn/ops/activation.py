@@ -39,6 +39,8 @@ def relu_numba(x):
     y, mask = numba_elementwise.relu(x)
 
     def backward(grad):
+        if grad.dtype != x.dtype:  # promoted as the portable multiply by a mask in x's dtype promotes
+            return grad * mask.astype(x.dtype)
         return numba_elementwise.relu_backward(grad, mask)
 
     return y, backward

@@ -157,9 +157,7 @@ class DirectWindows(_Windows):
 
     def __init__(self, x, kernel, padding, output_size):
         self.xp = backend.namespace_of(x)
-        self.image = padded_batch_last(x, padding)
-        if not backend.is_c_contiguous(self.image):
-            self.image = backend.c_contiguous(self.image)
+        self.image = padded_batch_last(x, padding)  # C-contiguous
         self.kernel = kernel
         self._keep_geometry(x, kernel, (1, 1), padding, (1, 1), output_size)
 

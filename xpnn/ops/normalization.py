@@ -3,7 +3,7 @@
 
 Paths: on NumPy, for float32/float64 inputs laid out as C-contiguous (A, C, B) blocks (Conv2d's
 batch-last output, or a C-contiguous NCHW or (N, C) array), the Numba kernels
-(``xpnn.kernels.numba_normalization``): three passes over each channel forward and backward;
+(``xpnn.kernels.numba_normalization``): per channel three passes forward, two backward;
 elsewhere the portable Array API version beside them."""
 
 import numpy as np
