@@ -113,3 +113,15 @@ def test_modules_move_between_array_api_strict_devices():
     assert layer.weight.data.device == strict.Device("CPU_DEVICE") and layer.weight.grad.device == strict.Device("CPU_DEVICE")
     with pytest.raises(DeviceError, match=r"Linear\(3, 2\): expected an array on array_api_strict.Device\('CPU_DEVICE'\), got one on array_api_strict.Device\('device1'\)"):
         layer(x)
+
+
+def test_numba_fits_only_c_contiguous_float32_and_float64_numpy_arrays():
+    """The doors' one question before a compiled loop: NumPy, float32/float64, C-contiguous."""
+    import array_api_strict
+
+    a = np.zeros((3, 4), dtype=np.float32)
+    assert xb.numba_fits(a, a.astype(np.float64))
+    assert not xb.numba_fits(a, a.T)  # one strided array is enough to say no
+    assert not xb.numba_fits(a.astype(np.float16))
+    assert not xb.numba_fits(a.astype(np.int32))
+    assert not xb.numba_fits(array_api_strict.asarray(a))

@@ -203,6 +203,13 @@ def fast_path(xp):
     return "portable"
 
 
+def numba_fits(*arrays):
+    """Whether a Numba kernel takes these arrays as they are: NumPy, float32 or float64,
+    C-contiguous (the doors in ``xpnn.ops`` ask this before a compiled loop that indexes memory
+    directly)."""
+    return all(fast_path(namespace_of(a)) == "numba" and kernel_dtype(a) and is_c_contiguous(a) for a in arrays)
+
+
 def kernel_dtype(x):
     """Whether ``x``'s dtype is one the compiled kernels are built for: float32 or float64."""
     return dtype_name(x.dtype) in ("float32", "float64")

@@ -161,9 +161,6 @@ class DirectWindows(_Windows):
         self.kernel = kernel
         self._keep_geometry(x, kernel, (1, 1), padding, (1, 1), output_size)
 
-    def _numba(self, *arrays):
-        return all(backend.fast_path(backend.namespace_of(a)) == "numba" and backend.kernel_dtype(a) for a in arrays)
-
     def matmul(self, weight, bias=None):
         """The (1, O, OH*OW*N) convolution with a (1, O, C*KH*KW) weight, plus ``bias``."""
         xp = self.xp
@@ -171,7 +168,7 @@ class DirectWindows(_Windows):
         weight4 = xp.reshape(weight, (o, self.image.shape[0], *self.kernel))
         if bias is None:
             bias = xp.zeros((o,), dtype=weight.dtype, device=backend.device_of(weight))
-        if self._numba(self.image, weight, bias):
+        if backend.numba_fits(self.image, weight, bias):
             from ..kernels import numba_windows
 
             y = numba_windows.direct_conv(self.image, weight4, bias, self.output_size)
@@ -184,7 +181,7 @@ class DirectWindows(_Windows):
         xp = self.xp
         o = grad.shape[1]
         grad_image = backend.c_contiguous(xp.reshape(grad, (o, *self.output_size, self.x_shape[0])))
-        if self._numba(self.image, grad_image):
+        if backend.numba_fits(self.image, grad_image):
             from ..kernels import numba_windows
 
             grad_w = numba_windows.direct_weight_gradient(self.image, grad_image, self.kernel)

@@ -163,8 +163,7 @@ def im2col_rows(image, kernel_size, stride, dilation, rows, out_width, out):
     Door: on NumPy with C-contiguous float32/float64 arrays one compiled pass (``numba_windows.im2col_rows``:
     Conv2d's pieces of a few rows cannot afford a NumPy call per kernel offset); elsewhere
     :func:`im2col_rows_portable`."""
-    fit = backend.kernel_dtype(image) and backend.is_c_contiguous(image) and backend.is_c_contiguous(out)
-    if fit and backend.fast_path(backend.namespace_of(image)) == "numba":
+    if backend.numba_fits(image, out):
         from ..kernels import numba_windows
 
         return numba_windows.im2col_rows(image, out, rows[0], stride, dilation)

@@ -98,12 +98,12 @@ class WinogradWindows:
         return xp.reshape(out, (1, o, -1))
 
     def weight_gradient(self, grad):
-        """``gradients`` without the input gradient: the (1, C*9, O) weight gradient."""
-        return self.gradients(None, grad, False)[0]
+        """The (1, C*9, O) weight gradient alone (see :meth:`gradients`)."""
+        return self._backward(None, grad, True, False)[0]
 
     def input_gradient(self, weight, grad):
-        """``gradients``' input gradient alone."""
-        return self.gradients(weight, grad, True)[1]
+        """The input gradient alone (see :meth:`gradients`)."""
+        return self._backward(weight, grad, False, True)[1]
 
     def gradients(self, weight, grad, need_input):
         """For the (1, O, OH*OW*N) output gradient: the weight gradient as (1, C*9, O) (the
@@ -111,6 +111,10 @@ class WinogradWindows:
         back to 3x3) and, when ``need_input``, the input gradient as a (C, H, W, N) batch-last
         image (the (1, O, C*9) weight's tiles times the gradient's, then ``B . B^T`` added where
         tiles overlap); else None. The gradient's tiles are transformed once for both."""
+        return self._backward(weight, grad, True, need_input)
+
+    def _backward(self, weight, grad, need_weight, need_input):
+        """``(weight gradient or None, input gradient or None)``, each only when asked for."""
         xp = self.xp
         o, (n, c) = grad.shape[1], self.x_shape[:2]
         grad_image = xp.reshape(grad, (o, *self.output_size, n))
@@ -122,18 +126,24 @@ class WinogradWindows:
         for rows in chunks:
             grad_tiles = output_tiles_transposed(grad_image, rows, self.tile_grid[1], buffers.take("grad", o, rows))
             grad_tiles = self._flat(grad_tiles)
-            part = grad_tiles @ xp.matrix_transpose(self._input_tiles(rows, buffers))
-            if du is None:
-                du = part
-            else:
-                du += part
+            if need_weight:
+                part = grad_tiles @ xp.matrix_transpose(self._input_tiles(rows, buffers))
+                if du is None:
+                    du = part
+                else:
+                    du += part
             if need_input:
                 tile_grads = _matmul(u_t, grad_tiles, buffers.take("products", c, rows, flat=True))
                 input_tiles_transposed(self._tiles(tile_grads, rows), image, rows[0], self.padding)
+        return self._weight_gradient_from_tiles(du) if need_weight else None, image if need_input else None
+
+    def _weight_gradient_from_tiles(self, du):
+        """``G^T dU G`` of the (16, O, C) summed tile products: the (1, C*9, O) weight gradient."""
+        xp = self.xp
+        o, c = du.shape[1:]
         du = xp.permute_dims(xp.reshape(du, (4, 4, o, c)), (2, 3, 0, 1))
         g = _transform_matrix(xp, WEIGHT_TRANSFORM, du)
-        grad_w = xp.matrix_transpose(xp.reshape(xp.matrix_transpose(g) @ du @ g, (1, o, c * 9)))
-        return grad_w, image if need_input else None
+        return xp.matrix_transpose(xp.reshape(xp.matrix_transpose(g) @ du @ g, (1, o, c * 9)))
 
 
 class _ChunkBuffers:
@@ -185,19 +195,12 @@ def _tile_image(x, padding, padded_size):
     return image
 
 
-def _numba_fits(*arrays):
-    return all(
-        backend.fast_path(backend.namespace_of(a)) == "numba" and backend.kernel_dtype(a) and backend.is_c_contiguous(a)
-        for a in arrays
-    )
-
-
 def input_tiles(image, tile_rows, tile_cols, out=None):
     """The (16, C, R, TW, N) tiles ``B^T d B`` of tile rows ``tile_rows`` = (first, stop), R of
     them, of a padded (C, Hp, 2*TW+2, N) image (Hp >= 2*stop + 2).
 
     Door: ``numba_winograd.input_tiles`` on NumPy, else :func:`input_tiles_portable`."""
-    if _numba_fits(image):
+    if backend.numba_fits(image):
         from ..kernels import numba_winograd
 
         return numba_winograd.input_tiles(image, tile_rows, tile_cols, out)
@@ -226,7 +229,7 @@ def output_tiles(products, bias, out, first_row):
     into their rows of the (O, OH, OW, N) image ``out``.
 
     Door: ``numba_winograd.output_tiles`` on NumPy, else :func:`output_tiles_portable`."""
-    if _numba_fits(products, bias, out):
+    if backend.numba_fits(products, bias, out):
         from ..kernels import numba_winograd
 
         return numba_winograd.output_tiles(products, bias, out, first_row)
@@ -257,7 +260,7 @@ def output_tiles_transposed(grad, tile_rows, tile_cols, out=None):
 
     Door: ``numba_winograd.output_tiles_transposed`` on NumPy, else
     :func:`output_tiles_transposed_portable`."""
-    if _numba_fits(grad):
+    if backend.numba_fits(grad):
         from ..kernels import numba_winograd
 
         return numba_winograd.output_tiles_transposed(grad, tile_rows, tile_cols, out)
@@ -293,7 +296,7 @@ def input_tiles_transposed(tiles, image, first_row, padding):
 
     Door: ``numba_winograd.input_tiles_transposed`` on NumPy, else
     :func:`input_tiles_transposed_portable`."""
-    if _numba_fits(tiles, image):
+    if backend.numba_fits(tiles, image):
         from ..kernels import numba_winograd
 
         return numba_winograd.input_tiles_transposed(tiles, image, first_row, padding)
