@@ -122,10 +122,12 @@ def max_pool_tiles_backward(grad, arg, kernel):
 # Direct convolution for layers with few output channels (ops.conv.DirectWindows): each output
 # row of one channel is a run of OW*N values in the batch-last layout, and each kernel tap adds a
 # weight times a run of the padded input, so the whole product is axpys and dot products over
-# contiguous runs, with no window matrix.
+# contiguous runs, with no window matrix. The forward adds up to three taps of a kernel row per pass
+# over the output run (fused multiply-adds allowed), which reads and writes the run a third as often
+# as one tap per pass (bench/NOTES.md).
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath={"contract"})
 def _direct_conv(image, weight, bias, out):
     outputs, rows, cols, n_images = out.shape
     channels, kh, kw = weight.shape[1:]
@@ -140,11 +142,27 @@ def _direct_conv(image, weight, bias, out):
             for c in range(channels):
                 for i in range(kh):
                     line = image[c, r + i].reshape(width * n_images)
-                    for j in range(kw):
-                        w = weight[o, c, i, j]
-                        src = line[j * n_images:j * n_images + run]
+                    j = 0
+                    while j + 3 <= kw:  # three taps of a kernel row per pass over the output run
+                        w0, w1, w2 = weight[o, c, i, j], weight[o, c, i, j + 1], weight[o, c, i, j + 2]
+                        s0 = line[j * n_images:j * n_images + run]
+                        s1 = line[(j + 1) * n_images:(j + 1) * n_images + run]
+                        s2 = line[(j + 2) * n_images:(j + 2) * n_images + run]
                         for t in range(run):
-                            acc[t] += w * src[t]
+                            acc[t] += w0 * s0[t] + w1 * s1[t] + w2 * s2[t]
+                        j += 3
+                    if j + 2 <= kw:
+                        w0, w1 = weight[o, c, i, j], weight[o, c, i, j + 1]
+                        s0 = line[j * n_images:j * n_images + run]
+                        s1 = line[(j + 1) * n_images:(j + 1) * n_images + run]
+                        for t in range(run):
+                            acc[t] += w0 * s0[t] + w1 * s1[t]
+                        j += 2
+                    if j < kw:
+                        w0 = weight[o, c, i, j]
+                        s0 = line[j * n_images:j * n_images + run]
+                        for t in range(run):
+                            acc[t] += w0 * s0[t]
 
 
 def direct_conv(image, weight, bias, output_size):
