@@ -67,13 +67,14 @@ class XpnnRunner:
     """xpnn on NumPy: manual steps as Trainer makes them (no input gradient, as torch skips it for
     data that does not require grad); the epoch goes through DataLoader(shuffle=True) and Trainer.fit."""
 
-    def __init__(self, model, batch_size, seed=0):
+    def __init__(self, model, batch_size, seed=0, threads=None):
         import xpnn
         from xpnn import nn, optim
 
         xpnn.manual_seed(seed)
         self.batch_size = batch_size
         self.model = build_xpnn(model)
+        self.threads = xpnn.threads.default_count(self.model) if threads is None else threads  # what Trainer would use
         self.loss_fn = nn.CrossEntropyLoss()
         sgd = SGD_MODELS.get(model)
         self.opt = optim.SGD(self.model.parameters(), **sgd) if sgd else optim.Adam(self.model.parameters(), lr=LR)
@@ -82,6 +83,9 @@ class XpnnRunner:
         return x, y
 
     def step(self, xb, yb):
+        import xpnn
+
+        xpnn.set_num_threads(self.threads)  # as Trainer.fit; free when already set
         loss = self.loss_fn(self.model(xb), yb)
         self.opt.zero_grad()
         self.model.backward_params(self.loss_fn.backward())

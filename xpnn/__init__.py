@@ -9,10 +9,11 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("backend", "functional", "nn", "optim", "data", "models", "train", "onnx")
+_SUBMODULES = ("backend", "functional", "nn", "optim", "data", "models", "train", "onnx", "threads")
 _NAMES = {"Trainer": "train", "plot_history": "train", "XpnnError": "errors", "manual_seed": "random",
           "no_grad": "nn", "enable_grad": "nn", "set_grad_enabled": "nn", "is_grad_enabled": "nn", "summary": "nn",
           "gradcheck": "gradient_check", "GradcheckError": "gradient_check",
+          "set_num_threads": "threads", "get_num_threads": "threads",
           "load": "train.checkpoint", "save": "train.checkpoint", "load_torch_state_dict": "interop"}
 
 __all__ = [*_SUBMODULES, *_NAMES, "__version__"]

@@ -1,14 +1,15 @@
 """Fused NumPy elementwise kernels compiled by Numba: one pass over the arrays where the ufunc
-version makes several (a dozen for Adam), each reading and writing whole arrays. Single-threaded,
-for the reasons given in ``numba_windows``; what the passes saved is in ``bench/NOTES.md``."""
+version makes several (a dozen for Adam), each reading and writing whole arrays. ReLU and Adam
+split their arrays over xpnn's threads (``xpnn.threads``); what the passes saved is in
+``bench/NOTES.md``."""
 
 import numba
 import numpy as np
 
-from .. import backend
+from .. import backend, threads
 
 
-@numba.njit(error_model="numpy", cache=True)
+@numba.njit(error_model="numpy", cache=True, nogil=True)
 def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, one_minus_beta1, beta2, one_minus_beta2, scale, shifted_eps, l2, decay):
     # Numba compiles a separate version for max_exp_avg_sq=None with the amsgrad branch removed.
     for i in range(param.size):
@@ -33,10 +34,11 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, 
     C-contiguous and of one float dtype; the scalars are rounded to it first, as NumPy does."""
     dtype = param.dtype.type
     flat = [None if a is None else a.reshape(-1) for a in (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)]
-    _adam(*flat, dtype(1 - beta1), dtype(beta2), dtype(1 - beta2), dtype(scale), dtype(shifted_eps), dtype(l2), dtype(decay))
+    scalars = (dtype(1 - beta1), dtype(beta2), dtype(1 - beta2), dtype(scale), dtype(shifted_eps), dtype(l2), dtype(decay))
+    threads.run(lambda s, e: _adam(*[None if a is None else a[s:e] for a in flat], *scalars), threads.spans(flat[0].size))
 
 
-@numba.njit(error_model="numpy", cache=True)
+@numba.njit(error_model="numpy", cache=True, nogil=True)
 def _relu(x, out, mask):
     for i in range(x.size):
         v = x[i]
@@ -53,11 +55,12 @@ def relu(x):
     mask = np.empty(x.shape, dtype=np.uint8)
     mask = np.lib.stride_tricks.as_strided(mask, strides=tuple(s // x.itemsize for s in x.strides))
     flat = backend.flat_in_memory_order
-    _relu(flat(x), flat(out), flat(mask))
+    x1, out1, mask1 = flat(x), flat(out), flat(mask)
+    threads.run(lambda s, e: _relu(x1[s:e], out1[s:e], mask1[s:e]), threads.spans(x1.size))
     return out, mask
 
 
-@numba.njit(error_model="numpy", cache=True)
+@numba.njit(error_model="numpy", cache=True, nogil=True)
 def _relu_backward(grad, mask, out):
     for i in range(grad.size):
         out[i] = grad[i] * mask[i]  # a multiply, as the portable version: a NaN gradient stays NaN
@@ -71,7 +74,8 @@ def relu_backward(grad, mask):
     if grad.strides != tuple(s * grad.itemsize for s in mask.strides) or flat(grad) is None:
         return np.multiply(grad, mask, out=np.empty_like(mask, dtype=grad.dtype))
     out = np.empty_like(grad)
-    _relu_backward(flat(grad), flat(mask), flat(out))
+    grad1, mask1, out1 = flat(grad), flat(mask), flat(out)
+    threads.run(lambda s, e: _relu_backward(grad1[s:e], mask1[s:e], out1[s:e]), threads.spans(grad1.size))
     return out
 
 
@@ -83,7 +87,7 @@ def _flat(*arrays):
     return [a.reshape(-1) for a in arrays]
 
 
-@numba.njit(error_model="numpy", cache=True)
+@numba.njit(error_model="numpy", cache=True, nogil=True)
 def _adadelta(param, grad, square_avg, acc_delta, lr, rho, one_minus_rho, eps, weight_decay):
     for i in range(param.size):
         g = grad[i]
@@ -102,7 +106,7 @@ def adadelta_update(param, grad, square_avg, acc_delta, lr, rho, eps, weight_dec
     _adadelta(*_flat(param, grad, square_avg, acc_delta), dtype(lr), dtype(rho), dtype(1 - rho), dtype(eps), dtype(weight_decay))
 
 
-@numba.njit(error_model="numpy", cache=True)
+@numba.njit(error_model="numpy", cache=True, nogil=True)
 def _adagrad(param, grad, state_sum, clr, eps, weight_decay):
     for i in range(param.size):
         g = grad[i]
@@ -119,7 +123,7 @@ def adagrad_update(param, grad, state_sum, clr, eps, weight_decay):
     _adagrad(*_flat(param, grad, state_sum), dtype(clr), dtype(eps), dtype(weight_decay))
 
 
-@numba.njit(error_model="numpy", cache=True)
+@numba.njit(error_model="numpy", cache=True, nogil=True)
 def _nadam(param, grad, exp_avg, exp_avg_sq, one_minus_beta1, beta2, one_minus_beta2, eps, bias_correction2, grad_coef, avg_coef, l2, decay):
     for i in range(param.size):
         g = grad[i]
@@ -143,7 +147,7 @@ def nadam_update(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, bias_corre
            d(grad_coef), d(avg_coef), d(l2), d(decay))
 
 
-@numba.njit(error_model="numpy", cache=True)
+@numba.njit(error_model="numpy", cache=True, nogil=True)
 def _radam(param, grad, exp_avg, exp_avg_sq, one_minus_beta1, beta2, one_minus_beta2, eps, scale, adaptive, l2, decay):
     for i in range(param.size):
         g = grad[i]

@@ -6,7 +6,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(error_model="numpy", cache=True)
+@numba.njit(error_model="numpy", cache=True, nogil=True)
 def _scatter_rows(indices, grad, skip, counts, out):
     dim = grad.shape[1]
     for i in range(indices.shape[0]):

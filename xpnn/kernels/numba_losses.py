@@ -7,7 +7,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(error_model="numpy", cache=True)
+@numba.njit(error_model="numpy", cache=True, nogil=True)
 def _forward(logits, labels, tiny, losses, probs):
     n, classes = logits.shape
     for i in range(n):
@@ -27,7 +27,7 @@ def _forward(logits, labels, tiny, losses, probs):
             probs[i, j] = 0 if p < tiny else p
 
 
-@numba.njit(error_model="numpy", cache=True)
+@numba.njit(error_model="numpy", cache=True, nogil=True)
 def _backward(probs, labels, scale, out):
     n, classes = probs.shape
     for i in range(n):

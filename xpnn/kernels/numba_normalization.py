@@ -5,15 +5,18 @@ about ten whole-array passes each way with temporaries. Arrays are (A, C, B) C-c
 (A = 1 and B = H*W*N for Conv2d's batch-last output), so each channel is A runs of B values that
 stay in cache between its passes. Sums are float64 and may be reassociated (``fastmath``
 ``reassoc``), which lets LLVM vectorise them: the results differ from the portable version's by
-round-off only. Single-threaded, as the other Numba kernels; measurements in ``bench/NOTES.md``."""
+round-off only. Channels are split over xpnn's threads (``xpnn.threads``); measurements in
+``bench/NOTES.md``."""
 
 import numba
 import numpy as np
 
+from .. import threads
+
 _FAST = {"reassoc"}
 
 
-@numba.njit(cache=True, fastmath=_FAST)
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
 def _forward(x, weight, bias, eps, out, mean, var):
     blocks, channels, run = x.shape
     count = blocks * run
@@ -49,11 +52,12 @@ def forward(x, weight, bias, eps):
     out = np.empty_like(x)
     mean = np.empty(x.shape[1])
     var = np.empty(x.shape[1])
-    _forward(x, weight, bias, eps, out, mean, var)
+    threads.run(lambda s, e: _forward(x[:, s:e], weight[s:e], bias[s:e], eps, out[:, s:e], mean[s:e], var[s:e]),
+                threads.spans(x.shape[1], x.shape[0] * x.shape[2]))
     return out, mean, var
 
 
-@numba.njit(cache=True, fastmath=_FAST)
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
 def _backward(x, grad, weight, mean, inv_std, out, grad_weight, grad_bias):
     blocks, channels, run = x.shape
     count = blocks * run
@@ -88,5 +92,7 @@ def backward(x, grad, weight, mean, inv_std):
     out = np.empty_like(x)
     grad_weight = np.empty(x.shape[1])
     grad_bias = np.empty(x.shape[1])
-    _backward(x, grad, weight, mean, inv_std, out, grad_weight, grad_bias)
+    threads.run(lambda s, e: _backward(x[:, s:e], grad[:, s:e], weight[s:e], mean[s:e], inv_std[s:e], out[:, s:e],
+                                       grad_weight[s:e], grad_bias[s:e]),
+                threads.spans(x.shape[1], x.shape[0] * x.shape[2]))
     return out, grad_weight, grad_bias

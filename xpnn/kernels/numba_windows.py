@@ -4,14 +4,17 @@ rows could not afford (and faster on a whole LeNet step too). col2im: the portab
 one strided slice per kernel offset, reading and writing the whole image each time; this loop
 makes one pass over the window buffer while one channel of the image stays in cache. Max pool:
 one pass over the input instead of a compare, a maximum and a mask per window element.
-Single-threaded on purpose: waking a thread pool per call cost more than it saved, and spinning
-OpenMP workers starved OpenBLAS's threads. The measurements are in ``bench/NOTES.md``."""
+Each loop splits its outer axis (channels, or outputs) over xpnn's threads (``xpnn.threads``),
+not Numba's: spinning OpenMP workers starved OpenBLAS's threads. The measurements are in
+``bench/NOTES.md``."""
 
 import numba
 import numpy as np
 
+from .. import threads
 
-@numba.njit(cache=True)
+
+@numba.njit(cache=True, nogil=True)
 def _im2col_rows(image, out, first, sh, sw, dh, dw):
     channels, kh, kw, rows, ow, n_images = out.shape
     for c in range(channels):
@@ -29,11 +32,11 @@ def im2col_rows(image, out, first, stride, dilation):
     """Fill a C-contiguous (C, KH, KW, R, OW, N) ``out`` with the windows of output rows
     first..first+R of a C-contiguous padded (C, Hp, Wp, N) image, in one call: the portable loop
     costs a NumPy call per kernel offset, which Conv2d's few-row pieces cannot afford."""
-    _im2col_rows(image, out, first, *stride, *dilation)
+    threads.run(lambda s, e: _im2col_rows(image[s:e], out[s:e], first, *stride, *dilation), threads.spans(out.shape[0], out[0].size))
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _col2im(blocks, image, sh, sw, dh, dw):
     channels, kh, kw, oh, ow, n_images = blocks.shape
     for c in range(channels):
@@ -53,11 +56,12 @@ def col2im_image(blocks, padded_size, stride, dilation):
     pixel's terms added in the portable version's order (so the results are identical)."""
     c, n = blocks.shape[0], blocks.shape[-1]
     image = np.empty((c, *padded_size, n), dtype=blocks.dtype)
-    _col2im(np.ascontiguousarray(blocks), image, *stride, *dilation)
+    blocks = np.ascontiguousarray(blocks)
+    threads.run(lambda s, e: _col2im(blocks[s:e], image[s:e], *stride, *dilation), threads.spans(c, blocks[0].size))
     return image
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _max_pool_tiles(x, kh, kw, best, arg):
     outer, oh, ow, inner = best.shape
     for a in range(outer):
@@ -82,7 +86,7 @@ def _max_pool_tiles(x, kh, kw, best, arg):
                             which[n] = k if larger else which[n]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _max_pool_tiles_backward(grad, arg, kh, kw, out):
     outer, oh, ow, inner = grad.shape
     for a in range(outer):
@@ -106,7 +110,8 @@ def max_pool_tiles(x, kernel):
     kh, kw = kernel
     best = np.empty((a, h // kh, w // kw, inner), dtype=x.dtype)
     arg = np.empty(best.shape, dtype=np.uint8)
-    _max_pool_tiles(np.ascontiguousarray(x), kh, kw, best, arg)
+    x = np.ascontiguousarray(x)
+    threads.run(lambda s, e: _max_pool_tiles(x[s:e], kh, kw, best[s:e], arg[s:e]), threads.spans(a, x[0].size))
     return best, arg
 
 
@@ -115,7 +120,8 @@ def max_pool_tiles_backward(grad, arg, kernel):
     a, oh, ow, inner = grad.shape
     kh, kw = kernel
     out = np.empty((a, oh * kh, ow * kw, inner), dtype=grad.dtype)
-    _max_pool_tiles_backward(np.ascontiguousarray(grad), arg, kh, kw, out)
+    grad = np.ascontiguousarray(grad)
+    threads.run(lambda s, e: _max_pool_tiles_backward(grad[s:e], arg[s:e], kh, kw, out[s:e]), threads.spans(a, out[0].size))
     return out
 
 
@@ -127,7 +133,7 @@ def max_pool_tiles_backward(grad, arg, kernel):
 # as one tap per pass (bench/NOTES.md).
 
 
-@numba.njit(cache=True, fastmath={"contract"})
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
 def _direct_conv(image, weight, bias, out):
     outputs, rows, cols, n_images = out.shape
     channels, kh, kw = weight.shape[1:]
@@ -169,11 +175,12 @@ def direct_conv(image, weight, bias, output_size):
     """The stride-1 undilated convolution of a C-contiguous padded (C, Hp, Wp, N) image with an
     (O, C, KH, KW) weight, plus ``bias`` (O values): the (O, OH, OW, N) output."""
     out = np.empty((weight.shape[0], *output_size, image.shape[-1]), dtype=image.dtype)
-    _direct_conv(image, np.ascontiguousarray(weight), bias, out)
+    weight = np.ascontiguousarray(weight)
+    threads.run(lambda s, e: _direct_conv(image, weight[s:e], bias[s:e], out[s:e]), threads.spans(out.shape[0], out[0].size * weight[0].size))
     return out
 
 
-@numba.njit(cache=True, fastmath={"reassoc"})
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
 def _direct_weight_gradient(image, grad, out):
     outputs, rows, cols, n_images = grad.shape
     channels, kh, kw = out.shape[1:]
@@ -203,5 +210,5 @@ def direct_weight_gradient(image, grad, kernel):
     output gradient: per output row, a dot product of it with each tap's run of the image, summed
     in float64 (reassociated, so vectorised)."""
     out = np.empty((grad.shape[0], image.shape[0], *kernel), dtype=grad.dtype)
-    _direct_weight_gradient(image, grad, out)
+    threads.run(lambda s, e: _direct_weight_gradient(image, grad[s:e], out[s:e]), threads.spans(grad.shape[0], grad[0].size * out[0].size))
     return out

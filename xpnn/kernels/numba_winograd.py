@@ -14,7 +14,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _input_tiles(image, tiles, first):
     channels, rows, cols, n_images = tiles.shape[1:]
     t = np.empty((16, n_images), dtype=image.dtype)
@@ -59,7 +59,7 @@ def input_tiles(image, tile_rows, tile_cols, out=None):
     return tiles
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _output_tiles(products, bias, out, first):
     channels, rows, cols, n_images = products.shape[1:]
     height, width = out.shape[1], out.shape[2]
@@ -98,7 +98,7 @@ def output_tiles(products, bias, out, first):
     _output_tiles(products, bias, out, first)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _output_tiles_transposed(grad, tiles, first):
     channels, rows, cols, n_images = tiles.shape[1:]
     height, width = grad.shape[1], grad.shape[2]
@@ -146,7 +146,7 @@ def output_tiles_transposed(grad, tile_rows, tile_cols, out=None):
     return tiles
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _input_tiles_transposed(tiles, image, first, ph, pw):
     channels, rows, cols, n_images = tiles.shape[1:]
     height, width = image.shape[1], image.shape[2]

@@ -4,7 +4,7 @@ import numbers
 
 import numpy as np
 
-from .. import backend
+from .. import backend, ops
 from ..errors import ConfigError, ShapeError
 from .init import initial_weight
 from .module import Module
@@ -63,7 +63,7 @@ class Linear(Module):
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ShapeError(f"{where}: expected input of shape (..., {self.in_features}), got {tuple(x.shape)}")
         self._x = x
-        y = x @ self.xp.matrix_transpose(self.weight.data)
+        y = ops.matmul(x, self.xp.matrix_transpose(self.weight.data))
         if self.bias is not None:
             y += self.bias.data
         return y
@@ -74,14 +74,14 @@ class Linear(Module):
         if self._x.ndim == 2 and not backend.is_c_contiguous(self._x) and backend.is_c_contiguous(self._x.T):
             # The input is a transposed buffer (a flattened batch-last conv output): give the
             # gradient the same memory order, at no cost, so the layers below keep theirs.
-            return xp.matrix_transpose(xp.matrix_transpose(self.weight.data) @ xp.matrix_transpose(grad))
-        return grad @ self.weight.data
+            return xp.matrix_transpose(ops.matmul(xp.matrix_transpose(self.weight.data), xp.matrix_transpose(grad)))
+        return ops.matmul(grad, self.weight.data)
 
     def backward_params(self, grad):
         xp = self.xp
         x2 = xp.reshape(self._x, (-1, self.in_features))
         g2 = xp.reshape(grad, (-1, self.out_features))
-        self.weight.accumulate_grad(xp.matrix_transpose(g2) @ x2)
+        self.weight.accumulate_grad(ops.matmul(xp.matrix_transpose(g2), x2))
         if self.bias is not None:
             self.bias.accumulate_grad(xp.sum(g2, axis=0))
 

@@ -18,7 +18,8 @@ constants are in ``bench/NOTES.md``."""
 
 import numpy as np
 
-from .. import backend
+from .. import backend, threads
+from .gemm import matmul
 from .winograd import WinogradWindows
 from .windows import col2im_batch_last, im2col_batch_last, im2col_rows, padded_batch_last
 
@@ -81,7 +82,7 @@ def conv_transpose(weight, operand, image_shape, kernel, stride, padding, dilati
     output_padding of at least its stride) get zeros."""
     xp = backend.namespace_of(operand)
     n, c, h, w = image_shape
-    cols = xp.matrix_transpose(weight) @ operand
+    cols = matmul(xp.matrix_transpose(weight), operand)
     cols = xp.reshape(cols, (cols.shape[0] * cols.shape[1], cols.shape[-1]))
     fit = reached_size(image_shape, kernel, stride, padding, dilation, windows)
     image = col2im_batch_last(cols, (n, c, *fit), kernel, stride, padding, dilation)
@@ -140,7 +141,7 @@ class WindowMatrix(_Windows):
     def matmul(self, weight, bias=None):
         """``weight (G, O, K) @ windows``, plus ``bias`` (G*O values) when given: the
         (G, O, OH*OW*N) convolution output."""
-        return self._add_bias(weight @ self.cols, bias)
+        return self._add_bias(matmul(weight, self.cols), bias)
 
     def weight_gradient(self, grad):
         """``windows @ grad^T`` for the (G, O, OH*OW*N) output gradient: (G, K, O)."""
@@ -267,12 +268,21 @@ def weight_gradient(xp, cols, grad):
     outs = grad.shape[1]
     piece = 1 << max(0, (WEIGHT_GRADIENT_PIECE // (rows * outs)).bit_length() - 1)  # a power of two
     if backend.fast_path(xp) != "numba" or piece < 2048 or piece >= pixels:
-        return cols @ xp.matrix_transpose(grad)
+        return matmul(cols, xp.matrix_transpose(grad))
     if groups == 1:  # 2-D products: NumPy's stacked matmul adds a few microseconds per call
         cols, grad = cols[0], grad[0]
-    total = cols[..., :piece] @ xp.matrix_transpose(grad[..., :piece])
-    for start in range(piece, pixels, piece):
-        total += cols[..., start:start + piece] @ xp.matrix_transpose(grad[..., start:start + piece])
+
+    def summed(first, stop):  # the pixels of pieces first..stop-1
+        low, high = first * piece, min(stop * piece, pixels)
+        total = cols[..., low:low + piece] @ xp.matrix_transpose(grad[..., low:low + piece])
+        for start in range(low + piece, high, piece):
+            total += cols[..., start:min(start + piece, high)] @ xp.matrix_transpose(grad[..., start:min(start + piece, high)])
+        return total
+
+    partials = threads.run(summed, threads.ranges(-(-pixels // piece)))  # one range each of xpnn's threads
+    total = partials[0]
+    for part in partials[1:]:
+        total += part
     return xp.reshape(total, (groups, rows, outs))
 
 

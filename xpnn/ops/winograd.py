@@ -19,7 +19,7 @@ order). The matrices below are the definition the tests check the transforms aga
 
 import numpy as np
 
-from .. import backend
+from .. import backend, threads
 
 # The transforms of F(2x2, 3x3), as in Lavin and Gray: B^T (input), G (weight), A^T (output).
 INPUT_TRANSFORM = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
@@ -51,13 +51,19 @@ class WinogradWindows:
         self.padded_size = (2 * self.tile_grid[0] + 2, 2 * self.tile_grid[1] + 2)
         self.image = _tile_image(x, padding, self.padded_size)
 
-    def _row_chunks(self, outputs):
-        """(first, stop) ranges of tile rows for a layer with ``outputs`` channels."""
-        rows, cols = self.tile_grid
+    def _row_chunks(self, outputs, span=None):
+        """(first, stop) ranges of the tile rows in ``span`` (default: all) for a layer with
+        ``outputs`` channels."""
+        span = (0, self.tile_grid[0]) if span is None else span
         n, c = self.x_shape[:2]
-        row_bytes = 16 * (c + outputs) * cols * n * (self.xp.finfo(self.image.dtype).bits // 8)
+        row_bytes = 16 * (c + outputs) * self.tile_grid[1] * n * (self.xp.finfo(self.image.dtype).bits // 8)
         size = max(1, CHUNK_BYTES // max(row_bytes, 1))
-        return [(first, min(rows, first + size)) for first in range(0, rows, size)]
+        return [(first, min(span[1], first + size)) for first in range(span[0], span[1], size)]
+
+    def _thread_spans(self):
+        """The tile rows as one contiguous range per xpnn thread (``xpnn.threads``) on NumPy."""
+        parts = threads.get_num_threads() if backend.fast_path(self.xp) == "numba" else 1
+        return threads.ranges(self.tile_grid[0], parts)
 
     def _flat(self, tiles):
         return self.xp.reshape(tiles, (16, tiles.shape[1], -1))
@@ -68,10 +74,10 @@ class WinogradWindows:
     def _input_tiles(self, rows, buffers):
         return self._flat(input_tiles(self.image, rows, self.tile_grid[1], buffers.take("input", self.x_shape[1], rows)))
 
-    def _buffers(self, outputs):
-        """The chunks of tile rows for a layer with ``outputs`` channels, and a :class:`_ChunkBuffers`
-        for them."""
-        chunks = self._row_chunks(outputs)
+    def _buffers(self, outputs, span):
+        """The chunks of tile rows of ``span`` for a layer with ``outputs`` channels, and a
+        :class:`_ChunkBuffers` for them."""
+        chunks = self._row_chunks(outputs, span)
         return chunks, _ChunkBuffers(self.xp, self.image, chunks[0][1] - chunks[0][0], self.tile_grid[1], self.x_shape[0])
 
     def _weight_tiles(self, weight):
@@ -91,10 +97,14 @@ class WinogradWindows:
         out = xp.empty((o, *self.output_size, self.x_shape[0]), dtype=u.dtype, device=device)
         if bias is None:
             bias = xp.zeros((o,), dtype=u.dtype, device=device)
-        chunks, buffers = self._buffers(o)
-        for rows in chunks:
-            products = _matmul(u, self._input_tiles(rows, buffers), buffers.take("products", o, rows, flat=True))
-            output_tiles(self._tiles(products, rows), bias, out, rows[0])
+
+        def span_products(first, stop):  # each thread its own tile rows and buffers
+            chunks, buffers = self._buffers(o, (first, stop))
+            for rows in chunks:
+                products = _matmul(u, self._input_tiles(rows, buffers), buffers.take("products", o, rows, flat=True))
+                output_tiles(self._tiles(products, rows), bias, out, rows[0])
+
+        threads.run(span_products, self._thread_spans())
         return xp.reshape(out, (1, o, -1))
 
     def weight_gradient(self, grad):
@@ -114,28 +124,43 @@ class WinogradWindows:
         return self._backward(weight, grad, True, need_input)
 
     def _backward(self, weight, grad, need_weight, need_input):
-        """``(weight gradient or None, input gradient or None)``, each only when asked for."""
+        """``(weight gradient or None, input gradient or None)``, each only when asked for. Each
+        xpnn thread takes a range of tile rows; as tiles overlap by two image rows, the first tile
+        row of every range but the first is left to the end, when the threads have finished, so no
+        two threads add into the same input-gradient rows."""
         xp = self.xp
         o, (n, c) = grad.shape[1], self.x_shape[:2]
         grad_image = xp.reshape(grad, (o, *self.output_size, n))
-        if need_input:
-            u_t = xp.matrix_transpose(self._weight_tiles(weight))
-            image = xp.zeros((c, *self.x_shape[2:], n), dtype=grad.dtype, device=backend.device_of(grad))
+        u_t = xp.matrix_transpose(self._weight_tiles(weight)) if need_input else None
+        image = xp.zeros((c, *self.x_shape[2:], n), dtype=grad.dtype, device=backend.device_of(grad)) if need_input else None
+
+        def span_gradients(first, stop):  # the summed (16, O, C) weight-gradient tiles of these rows, or None
+            if first >= stop:
+                return None
+            du = None
+            chunks, buffers = self._buffers(o, (first, stop))
+            for rows in chunks:
+                grad_tiles = self._flat(output_tiles_transposed(grad_image, rows, self.tile_grid[1], buffers.take("grad", o, rows)))
+                if need_weight:
+                    part = grad_tiles @ xp.matrix_transpose(self._input_tiles(rows, buffers))
+                    if du is None:
+                        du = part
+                    else:
+                        du += part
+                if need_input:
+                    tile_grads = _matmul(u_t, grad_tiles, buffers.take("products", c, rows, flat=True))
+                    input_tiles_transposed(self._tiles(tile_grads, rows), image, rows[0], self.padding)
+            return du
+
+        spans = self._thread_spans()
+        later = [(first, first + 1) for first, _ in spans[1:]] if need_input else []
+        partials = threads.run(span_gradients, [(first + 1, stop) if (first, first + 1) in later else (first, stop) for first, stop in spans])
+        partials += [span_gradients(*rows) for rows in later]
         du = None
-        chunks, buffers = self._buffers(o)
-        for rows in chunks:
-            grad_tiles = output_tiles_transposed(grad_image, rows, self.tile_grid[1], buffers.take("grad", o, rows))
-            grad_tiles = self._flat(grad_tiles)
-            if need_weight:
-                part = grad_tiles @ xp.matrix_transpose(self._input_tiles(rows, buffers))
-                if du is None:
-                    du = part
-                else:
-                    du += part
-            if need_input:
-                tile_grads = _matmul(u_t, grad_tiles, buffers.take("products", c, rows, flat=True))
-                input_tiles_transposed(self._tiles(tile_grads, rows), image, rows[0], self.padding)
-        return self._weight_gradient_from_tiles(du) if need_weight else None, image if need_input else None
+        for part in partials:
+            if part is not None:
+                du = part if du is None else du + part
+        return self._weight_gradient_from_tiles(du) if need_weight else None, image
 
     def _weight_gradient_from_tiles(self, du):
         """``G^T dU G`` of the (16, O, C) summed tile products: the (1, C*9, O) weight gradient."""

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from .. import backend, nn
+from .. import backend, nn, threads as xpnn_threads
 from ..data.loader import DataLoader, _is_array, as_arrays
 from ..errors import ArgumentTypeError, ConfigError, NonFiniteLossError
 from ..nn.utils import clip_grad_norm_
@@ -46,11 +46,19 @@ class Trainer:
     ends every rank with one error naming the rank when one fails (``xpnn.distributed.data_parallel``).
     BatchNorm's batch statistics are per rank; its running statistics are rank 0's (broadcast before
     each evaluation). :meth:`evaluate` is collective then: every rank must call it.
+    ``threads``: how many threads xpnn's NumPy operations split a step over during :meth:`fit`
+    (``xpnn.threads``; NumPy's BLAS held to one meanwhile). None (default):
+    ``xpnn.threads.default_count(model)``: the count set with ``xpnn.set_num_threads`` when above
+    1; else, for a NumPy model with a convolution, as many as BLAS has (its compiled loops then run
+    on every core); else 1, BLAS's own threads, which serve a model of Linear layers better.
     """
 
     def __init__(self, model, optimizer, loss_fn=None, metrics=("accuracy",), scheduler=None, scheduler_interval="epoch", log_every=50, verbose=True,
-                 clip_grad_norm=None, distributed=None):
+                 clip_grad_norm=None, distributed=None, threads=None):
         self.model = model
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ConfigError(f"Trainer: expected threads to be None or a whole number >= 1, got {threads!r}")
+        self.threads = threads
         self.optimizer = optimizer
         self.loss_fn = nn.CrossEntropyLoss() if loss_fn is None else loss_fn
         reduction = getattr(self.loss_fn, "reduction", "mean")
@@ -114,13 +122,17 @@ class Trainer:
         notebook, not into a file or a pipe.
 
         Example: ``trainer.fit((x, y), epochs=5, valid=(x_val, y_val), batch_size=64)``."""
-        if self._dp is None:
-            return self._fit(train, epochs, valid, callbacks, start_epoch, progress, batch_size, shuffle)
-        try:
-            return self._fit(train, epochs, valid, callbacks, start_epoch, progress, batch_size, shuffle)
-        except BaseException as exc:  # one rank alone cannot leave a collective: end the job
-            self._dp.fail(exc)
-            raise
+        with xpnn_threads.parallel(self._thread_count()):
+            if self._dp is None:
+                return self._fit(train, epochs, valid, callbacks, start_epoch, progress, batch_size, shuffle)
+            try:
+                return self._fit(train, epochs, valid, callbacks, start_epoch, progress, batch_size, shuffle)
+            except BaseException as exc:  # one rank alone cannot leave a collective: end the job
+                self._dp.fail(exc)
+                raise
+
+    def _thread_count(self):
+        return xpnn_threads.default_count(self.model) if self.threads is None else self.threads
 
     def _fit(self, train, epochs, valid, callbacks, start_epoch, progress, batch_size, shuffle):
         epochs = _check_epochs(epochs, start_epoch)

@@ -1,0 +1,206 @@
+"""xpnn.threads: the count and BLAS's limit, the pieces, the split GEMM door and every compiled
+loop split over two threads against the same loop on one (equal results), and Trainer's rule."""
+
+import numpy as np
+import pytest
+
+import xpnn
+from xpnn import nn, ops, optim, threads
+from xpnn.errors import ConfigError
+from xpnn.ops import gemm
+from xpnn.ops.winograd import WinogradWindows
+
+
+def blas_counts():
+    from threadpoolctl import threadpool_info
+
+    return [info["num_threads"] for info in threadpool_info() if info.get("user_api") == "blas"]
+
+
+@pytest.fixture
+def two_threads(monkeypatch):
+    """Two xpnn threads, every piece of work split however small it is; one thread afterwards."""
+    monkeypatch.setattr(threads, "SPLIT_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(gemm, "SPLIT_MIN_MACS", 1)
+    threads.set_num_threads(2)
+    yield
+    threads.set_num_threads(1)
+
+
+def on_two_threads(fn):
+    """fn() on one thread, then on two with every loop split: both results."""
+    one = fn()
+    threads.set_num_threads(2)
+    try:
+        return one, fn()
+    finally:
+        threads.set_num_threads(1)
+
+
+@pytest.mark.parametrize("count", [0, -1, 1.5, "2", True, None])
+def test_set_num_threads_rejects_anything_but_a_whole_number_of_at_least_one(count):
+    with pytest.raises(ConfigError, match=r"set_num_threads: expected a whole number of threads >= 1, got"):
+        xpnn.set_num_threads(count)
+    assert xpnn.get_num_threads() == 1
+
+
+def test_more_than_one_thread_holds_blas_to_one_and_one_gives_its_threads_back():
+    before = blas_counts()
+    xpnn.set_num_threads(2)
+    try:
+        assert xpnn.get_num_threads() == 2
+        assert all(count == 1 for count in blas_counts())
+        assert threads.blas_threads() == max(before or [1])  # what BLAS had, not the limit
+    finally:
+        xpnn.set_num_threads(1)
+    assert blas_counts() == before
+
+
+def test_parallel_restores_the_count_set_before():
+    with threads.parallel(2) as count:
+        assert count == xpnn.get_num_threads() == 2
+        with threads.parallel(None) as inner:  # None keeps a count above one
+            assert inner == 2
+    assert xpnn.get_num_threads() == 1
+    with pytest.raises(RuntimeError, match="inside"):
+        with threads.parallel(2):
+            raise RuntimeError("inside")
+    assert xpnn.get_num_threads() == 1
+
+
+@pytest.mark.parametrize("size, parts, grain", [(10, 2, 1), (7, 3, 1), (1, 4, 1), (0, 2, 1), (100, 2, 60), (120, 2, 60), (9, 9, 2)])
+def test_ranges_cover_the_size_in_order_with_at_least_a_grain_each(size, parts, grain):
+    pieces = threads.ranges(size, parts, grain)
+    assert pieces[0][0] == 0 and pieces[-1][1] == size
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))
+    assert len(pieces) <= max(1, parts)
+    if len(pieces) > 1:
+        assert all(stop - start >= grain for start, stop in pieces)
+        assert max(stop - start for start, stop in pieces) - min(stop - start for start, stop in pieces) <= 1
+
+
+def test_run_returns_results_in_order_and_raises_once_every_piece_has_finished():
+    finished = []
+
+    def work(start, stop):
+        if start == 0:
+            raise ValueError("first piece")
+        finished.append(start)
+        return start
+
+    with threads.parallel(2):
+        assert threads.run(lambda s, e: (s, e), [(0, 1), (1, 3), (3, 4)]) == [(0, 1), (1, 3), (3, 4)]
+        with pytest.raises(ValueError, match="first piece"):
+            threads.run(work, [(0, 1), (1, 2), (2, 3)])
+    assert sorted(finished) == [1, 2]
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [
+    ((40, 30), (30, 50)),        # columns split
+    ((50, 30), (30, 40)),        # rows split
+    ((16, 6, 20), (16, 20, 9)),  # the stack split (Winograd's 16 products)
+    ((1, 8, 300), (1, 300, 20)), # a thin product: the inner dimension split, partials added
+    ((3, 4), (4, 2)),            # rows and columns too short: inner split
+])
+def test_split_matmul_equals_the_plain_product(two_threads, a_shape, b_shape):
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=a_shape), rng.normal(size=b_shape)
+    np.testing.assert_allclose(ops.matmul(a, b), a @ b, rtol=1e-13, atol=1e-13)
+    out = np.empty(np.broadcast_shapes(a_shape[:-2], b_shape[:-2]) + (a_shape[-2], b_shape[-1]))
+    assert ops.matmul(a, b.T.copy().T, out=out) is out  # a transposed (strided) operand
+    np.testing.assert_allclose(out, a @ b, rtol=1e-13, atol=1e-13)
+
+
+def test_split_matmul_leaves_other_namespaces_alone(two_threads):
+    import array_api_strict as strict
+
+    host = np.arange(12.0).reshape(3, 4)
+    a = strict.asarray(host)
+    product = ops.matmul(a, strict.matrix_transpose(a))
+    assert isinstance(product, type(a))
+    assert np.array_equal(np.asarray(product), host @ host.T)
+
+
+def layer_outputs_and_gradients(model, x, seed=0):
+    """The output, input gradient and parameter gradients of one forward and backward."""
+    y = model(x)
+    grad = np.random.default_rng(seed).normal(size=y.shape).astype(y.dtype)
+    model.zero_grad()
+    grad_x = model.backward(grad)
+    return [np.array(y), np.array(grad_x)] + [np.array(p.grad) for p in model.parameters()]
+
+
+@pytest.mark.parametrize("name, make, shape", [
+    ("winograd conv, BatchNorm, ReLU, 2x2 max pool", lambda: nn.Sequential(
+        nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 16 * 16, 10)),
+     (32, 16, 32, 32)),
+    ("winograd, nine tile rows (the second thread's first row deferred)", lambda: nn.Sequential(nn.Conv2d(16, 16, 3, padding=1)), (20, 16, 18, 24)),
+    ("direct conv (few outputs), im2col conv, col2im", lambda: nn.Sequential(
+        nn.Conv2d(3, 6, 5, padding=2), nn.ReLU(), nn.Conv2d(6, 20, 3, stride=2), nn.ReLU()), (8, 3, 20, 20)),
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_model_split_over_two_threads_equals_one_thread(monkeypatch, name, make, shape, dtype):
+    """Every loop split (no size limit): elementwise and per-channel loops give identical values;
+    products and the summed weight gradients agree to round-off (their sums are split)."""
+    monkeypatch.setattr(threads, "SPLIT_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(gemm, "SPLIT_MIN_MACS", 1)
+    xpnn.manual_seed(0)
+    model = make().to("cpu", dtype=np.dtype(dtype).name)
+    x = np.random.default_rng(1).normal(size=shape).astype(dtype)
+    one, two = on_two_threads(lambda: layer_outputs_and_gradients(model, x))
+    if "winograd" in name:
+        assert isinstance(model[0]._windows, WinogradWindows)
+    tol = dict(rtol=2e-4, atol=2e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(b, a, **tol)
+
+
+def test_relu_pooling_batchnorm_and_adam_split_give_the_same_values(monkeypatch):
+    monkeypatch.setattr(threads, "SPLIT_MIN_ELEMENTS", 1)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 7, 8, 5)).astype(np.float32)
+    from xpnn.kernels import numba_elementwise, numba_normalization, numba_windows
+
+    def compute():
+        y, mask = numba_elementwise.relu(x)
+        best, arg = numba_windows.max_pool_tiles(x, (2, 2))
+        norm = numba_normalization.forward(x.reshape(6, 7, -1), np.ones(7, np.float32), np.zeros(7, np.float32), 1e-5)
+        param, state = x.copy(), [np.zeros_like(x), np.zeros_like(x)]
+        numba_elementwise.adam_update(param, x, *state, None, 0.9, 0.999, 1e-3, 1e-8, 0.0, 1.0)
+        return [y, mask, best, arg, numba_windows.max_pool_tiles_backward(best, arg, (2, 2)),
+                numba_elementwise.relu_backward(x, mask), *norm, param, *state]
+
+    one, two = on_two_threads(compute)
+    for k, (a, b) in enumerate(zip(one, two)):
+        if k in (6, 7, 8):  # batch norm's sums are reassociated (vectorised), so alignment may move a last bit
+            np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+        else:
+            assert np.array_equal(a, b)
+
+
+def test_trainer_splits_a_convolutional_step_and_leaves_a_linear_one_to_blas():
+    rng = np.random.default_rng(0)
+    seen = {}
+
+    class Record:
+        def __init__(self, key):
+            self.key = key
+
+        def __getattr__(self, name):  # every callback hook records the count in force
+            return lambda *args, **kwargs: seen.setdefault(self.key, xpnn.get_num_threads())
+
+    images, labels = rng.normal(size=(8, 1, 8, 8)).astype(np.float32), rng.integers(0, 3, 8)
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(144, 3))
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    for key, model, count in [("conv", conv, None), ("mlp", mlp, None), ("mlp two", mlp, 2)]:
+        trainer = xpnn.Trainer(model, optim.SGD(model.parameters(), lr=0.1), verbose=False, threads=count)
+        trainer.fit((images, labels), epochs=1, batch_size=4, progress=False, callbacks=[Record(key)])
+        assert xpnn.get_num_threads() == 1  # restored after fit
+    assert seen == {"conv": threads.blas_threads(), "mlp": 1, "mlp two": 2}
+
+
+@pytest.mark.parametrize("count", [0, 2.0, True])
+def test_trainer_rejects_a_thread_count_that_is_not_a_whole_number_of_at_least_one(count):
+    model = nn.Linear(2, 2)
+    with pytest.raises(ConfigError, match=r"Trainer: expected threads to be None or a whole number >= 1, got"):
+        xpnn.Trainer(model, optim.SGD(model.parameters(), lr=0.1), threads=count)
