@@ -178,7 +178,7 @@ def test_relu_pooling_batchnorm_and_adam_split_give_the_same_values(monkeypatch)
             assert np.array_equal(a, b)
 
 
-def test_trainer_splits_a_convolutional_step_and_leaves_a_linear_one_to_blas():
+def test_trainer_splits_a_wide_convolutional_step_and_leaves_others_to_blas():
     rng = np.random.default_rng(0)
     seen = {}
 
@@ -189,14 +189,15 @@ def test_trainer_splits_a_convolutional_step_and_leaves_a_linear_one_to_blas():
         def __getattr__(self, name):  # every callback hook records the count in force
             return lambda *args, **kwargs: seen.setdefault(self.key, xpnn.get_num_threads())
 
-    images, labels = rng.normal(size=(8, 1, 8, 8)).astype(np.float32), rng.integers(0, 3, 8)
-    conv = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(144, 3))
-    mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
-    for key, model, count in [("conv", conv, None), ("mlp", mlp, None), ("mlp two", mlp, 2)]:
+    images, labels = rng.normal(size=(8, 16, 8, 8)).astype(np.float32), rng.integers(0, 3, 8)
+    wide = nn.Sequential(nn.Conv2d(16, 16, 3), nn.Flatten(), nn.Linear(576, 3))
+    narrow = nn.Sequential(nn.Conv2d(16, 4, 3), nn.Flatten(), nn.Linear(144, 3))
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(1024, 3))
+    for key, model, count in [("wide", wide, None), ("narrow", narrow, None), ("mlp", mlp, None), ("mlp two", mlp, 2)]:
         trainer = xpnn.Trainer(model, optim.SGD(model.parameters(), lr=0.1), verbose=False, threads=count)
         trainer.fit((images, labels), epochs=1, batch_size=4, progress=False, callbacks=[Record(key)])
         assert xpnn.get_num_threads() == 1  # restored after fit
-    assert seen == {"conv": threads.blas_threads(), "mlp": 1, "mlp two": 2}
+    assert seen == {"wide": threads.blas_threads(), "narrow": 1, "mlp": 1, "mlp two": 2}
 
 
 @pytest.mark.parametrize("count", [0, 2.0, True])

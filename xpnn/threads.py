@@ -75,17 +75,24 @@ def parallel(count=None):
         set_num_threads(before)
 
 
+# A NumPy model with a convolution of at least this many channels in and out trains on xpnn's
+# threads by default: its compiled loops (im2col, Winograd's transforms, pooling) are much of a
+# step. Smaller networks (the seed CNN, LeNet) measured level or slower so (bench/threads.py).
+WIDE_CONV_CHANNELS = 16
+
+
 def default_count(model):
     """The count ``Trainer`` trains ``model`` with when not told: the count set with
-    :func:`set_num_threads` when above 1; else, for a NumPy model with a convolution (whose compiled
-    loops are much of a step), as many threads as BLAS has; else 1 (BLAS's own threads serve the
-    mid-sized GEMMs of Linear layers better than pieces on xpnn's threads; ``bench/threads.py``)."""
+    :func:`set_num_threads` when above 1; else, for a NumPy model with a convolution of at least
+    ``WIDE_CONV_CHANNELS`` channels in and out, as many threads as BLAS has; else 1 (BLAS's own
+    threads serve Linear layers' mid-sized GEMMs and small convolutions better)."""
     from . import backend, nn
 
     if get_num_threads() > 1:
         return get_num_threads()
-    convolutional = any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)) for m in model.modules())
-    return blas_threads() if convolutional and backend.is_numpy(getattr(model, "xp", None)) else 1
+    wide = any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d))
+               and min(m.in_channels, m.out_channels) >= WIDE_CONV_CHANNELS for m in model.modules())
+    return blas_threads() if wide and backend.is_numpy(getattr(model, "xp", None)) else 1
 
 
 def _limit_blas():

@@ -49,8 +49,9 @@ class Trainer:
     ``threads``: how many threads xpnn's NumPy operations split a step over during :meth:`fit`
     (``xpnn.threads``; NumPy's BLAS held to one meanwhile). None (default):
     ``xpnn.threads.default_count(model)``: the count set with ``xpnn.set_num_threads`` when above
-    1; else, for a NumPy model with a convolution, as many as BLAS has (its compiled loops then run
-    on every core); else 1, BLAS's own threads, which serve a model of Linear layers better.
+    1; else, for a NumPy model with a convolution of at least 16 channels in and out, as many as
+    BLAS has (its compiled loops then run on every core); else 1, BLAS's own threads, which serve
+    Linear layers and small convolutions better.
     """
 
     def __init__(self, model, optimizer, loss_fn=None, metrics=("accuracy",), scheduler=None, scheduler_interval="epoch", log_every=50, verbose=True,
