@@ -455,3 +455,31 @@ def test_residual_sums_keep_the_batch_last_layout(rng):
     np.testing.assert_array_equal(ops.add(nchw, nchw[:1]), nchw + nchw[:1])
     strict = array_api_strict.asarray(nchw)
     np.testing.assert_array_equal(np.asarray(ops.add(strict, strict)), nchw + nchw)
+
+
+def test_zero_pad_shortcut_keeps_its_input_layout_and_empty_ordered_follows_the_strides(rng):
+    """ResNet's option-A shortcut hands on the memory order it got (batch-last from Conv2d), each
+    way, with the values of the NCHW computation; ops.layout.empty_ordered lays a new array's axes
+    out in another array's stride order on NumPy and in C order elsewhere."""
+    import array_api_strict
+
+    from xpnn import ops
+    from xpnn.models import ZeroPadShortcut
+
+    batch_last = np.ascontiguousarray(rng.normal(size=(3, 6, 5, 4))).transpose(3, 0, 1, 2)  # (4, 3, 6, 5)
+    shortcut = ZeroPadShortcut(3, 5, stride=2)
+    y = shortcut(batch_last)
+    expected = np.concatenate([batch_last[:, :, ::2, ::2], np.zeros((4, 2, 3, 3))], axis=1)
+    np.testing.assert_array_equal(y, expected)
+    assert y.transpose(1, 2, 3, 0).flags.c_contiguous
+    grad = np.ascontiguousarray(rng.normal(size=(5, 3, 3, 4))).transpose(3, 0, 1, 2)
+    g = shortcut.backward(grad)
+    expected_g = np.zeros((4, 3, 6, 5))
+    expected_g[:, :, ::2, ::2] = grad[:, :3]
+    np.testing.assert_array_equal(g, expected_g)
+    assert g.transpose(1, 2, 3, 0).flags.c_contiguous
+    nchw = ZeroPadShortcut(3, 5, stride=2)
+    assert nchw(np.ascontiguousarray(batch_last)).flags.c_contiguous
+    assert ops.layout.empty_ordered(rng.normal(size=(2, 3)).T, (4, 5)).T.flags.c_contiguous
+    strict = ops.layout.empty_ordered(array_api_strict.asarray(batch_last), (2, 2, 2, 2))
+    assert tuple(strict.shape) == (2, 2, 2, 2)

@@ -155,7 +155,7 @@ def test_a_model_split_over_two_threads_equals_one_thread(monkeypatch, name, mak
         np.testing.assert_allclose(b, a, **tol)
 
 
-def test_relu_pooling_batchnorm_and_adam_split_give_the_same_values(monkeypatch):
+def test_relu_pooling_batchnorm_adam_and_add_split_give_the_same_values(monkeypatch):
     monkeypatch.setattr(threads, "SPLIT_MIN_ELEMENTS", 1)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(6, 7, 8, 5)).astype(np.float32)
@@ -168,7 +168,8 @@ def test_relu_pooling_batchnorm_and_adam_split_give_the_same_values(monkeypatch)
         param, state = x.copy(), [np.zeros_like(x), np.zeros_like(x)]
         numba_elementwise.adam_update(param, x, *state, None, 0.9, 0.999, 1e-3, 1e-8, 0.0, 1.0)
         return [y, mask, best, arg, numba_windows.max_pool_tiles_backward(best, arg, (2, 2)),
-                numba_elementwise.relu_backward(x, mask), *norm, param, *state]
+                numba_elementwise.relu_backward(x, mask), *norm, param, *state,
+                ops.add(x.transpose(3, 0, 1, 2), np.ascontiguousarray(x.transpose(3, 0, 1, 2)))]
 
     one, two = on_two_threads(compute)
     for k, (a, b) in enumerate(zip(one, two)):

@@ -9,7 +9,7 @@ Every model is a :class:`~xpnn.nn.Sequential` taking ``xp=`` (a device string or
 import numbers
 from collections import OrderedDict
 
-from . import backend, nn
+from . import nn, ops
 from .errors import ConfigError, ShapeError
 
 ACTIVATIONS = {
@@ -169,22 +169,22 @@ class ZeroPadShortcut(nn.Module):
     def forward(self, x):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ShapeError(f"{self._name()}: expected an (N, {self.in_channels}, H, W) input, got shape {tuple(x.shape)}")
-        xp = backend.namespace_of(x)
         self._x_shape = tuple(x.shape)
         s = self.stride
         y = x[:, :, ::s, ::s]
-        extra = self.out_channels - self.in_channels
-        if not extra:
+        if self.out_channels == self.in_channels:
             return y
-        n, _, h, w = y.shape
-        return xp.concat([y, xp.zeros((n, extra, h, w), dtype=x.dtype, device=backend.device_of(x))], axis=1)
+        out = ops.layout.empty_ordered(x, (y.shape[0], self.out_channels, *y.shape[2:]))  # in x's memory order (batch-last from Conv2d)
+        out[:, :self.in_channels, ...] = y
+        out[:, self.in_channels:, ...] = 0
+        return out
 
     def backward(self, grad):
         g = grad[:, :self.in_channels, :, :]
         if self.stride == 1:
             return g
-        xp = backend.namespace_of(grad)
-        out = xp.zeros(self._x_shape, dtype=grad.dtype, device=backend.device_of(grad))
+        out = ops.layout.empty_ordered(grad, self._x_shape)  # in the gradient's memory order
+        out[...] = 0
         out[:, :, ::self.stride, ::self.stride] = g
         return out
 

@@ -1,14 +1,28 @@
-"""Elementwise arithmetic that keeps the memory order layers hand on: one door, :func:`add`.
+"""Elementwise arithmetic that keeps the memory order layers hand on: doors :func:`add` and
+:func:`empty_ordered`.
 
 Conv2d's output and input gradient are NCHW views of batch-last (C, H, W, N) memory, and the
 layers that follow read that order in place. NumPy's ``a + b`` of two arrays in different memory
 orders, or of a view with gaps (a cropped padded gradient), returns a C-ordered (NCHW) array, and
 every layer after it then copies or walks it with strides. Path: on NumPy the sum is written into
-an array laid out like ``a`` (``empty_like``: its axis order, gaps closed); elsewhere ``a + b``."""
+an array laid out like ``a`` (``empty_like``: its axis order, gaps closed); elsewhere ``a + b``.
+A layer that makes a new array of another shape (ResNet's zero-padding shortcut) takes it from
+:func:`empty_ordered`, in its input's axis order, for the same reason."""
 
 import numpy as np
 
-from .. import backend
+from .. import backend, threads
+
+
+def empty_ordered(like, shape):
+    """An uninitialised array of ``shape`` and ``like``'s dtype and device, its axes in memory in
+    the order of ``like``'s strides (largest first) on NumPy; C order elsewhere."""
+    xp = backend.namespace_of(like)
+    if backend.fast_path(xp) != "numba" or like.ndim != len(shape):
+        return xp.empty(shape, dtype=like.dtype, device=backend.device_of(like))
+    order = sorted(range(like.ndim), key=lambda axis: -like.strides[axis])
+    memory = np.empty([shape[axis] for axis in order], dtype=like.dtype)
+    return np.transpose(memory, np.argsort(order))
 
 
 def add(a, b):
@@ -16,4 +30,15 @@ def add(a, b):
     out in ``a``'s memory order on NumPy."""
     if backend.fast_path(backend.namespace_of(a)) != "numba" or not isinstance(b, np.ndarray) or a.shape != b.shape:
         return a + b
-    return np.add(a, b, out=np.empty_like(a, dtype=np.result_type(a, b)))
+    out = np.empty_like(a, dtype=np.result_type(a, b))
+    if a.ndim == 0:
+        return np.add(a, b, out=out)
+    axis = max(range(out.ndim), key=lambda k: out.strides[k])  # the outermost in memory: pieces are whole blocks
+    inner = out.size // max(out.shape[axis], 1)
+
+    def piece(start, stop):
+        index = (slice(None),) * axis + (slice(start, stop),)
+        np.add(a[index], b[index], out=out[index])
+
+    threads.run(piece, threads.spans(out.shape[axis], inner))  # NumPy's add releases the GIL
+    return out
