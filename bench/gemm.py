@@ -7,6 +7,8 @@ import time
 
 import numpy as np
 
+from xpnn import threads
+
 
 def layer_gemms(model, image):
     """(rows per image, K, N) of each Linear/Conv2d of an xpnn model, in the order of
@@ -57,8 +59,14 @@ def _operands(role, m, k, n, rng):
 
 
 def seconds(role, m, k, n, min_calls=5, min_seconds=0.05, rng=None):
-    """Best seconds of one float32 ``A @ B`` of this shape (after one warm-up call): the floor is
+    """Best seconds of one float32 ``A @ B`` of this shape (after one warm-up call), on BLAS's own
+    threads (xpnn's set to one meanwhile: a runner may have held BLAS to one thread): the floor is
     what the machine can do, and the best call is the one least disturbed by anything else."""
+    with threads.parallel(1):
+        return _best_seconds(role, m, k, n, min_calls, min_seconds, rng)
+
+
+def _best_seconds(role, m, k, n, min_calls, min_seconds, rng):
     a, b = _operands(role, m, k, n, rng or np.random.default_rng(0))
     a @ b
     times = []
