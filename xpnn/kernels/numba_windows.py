@@ -180,8 +180,8 @@ def direct_conv(image, weight, bias, output_size):
     return out
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
-def _direct_weight_gradient(image, grad, out):
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _direct_weight_gradient(image, grad, out, zero):
     outputs, rows, cols, n_images = grad.shape
     channels, kh, kw = out.shape[1:]
     width = image.shape[2]
@@ -195,7 +195,7 @@ def _direct_weight_gradient(image, grad, out):
                     line = image[c, r + i].reshape(width * n_images)
                     for j in range(kw):
                         src = line[j * n_images:j * n_images + run]
-                        s = 0.0
+                        s = zero  # the run in the gradient's dtype (vector lanes), run totals in float64
                         for t in range(run):
                             s += g[t] * src[t]
                         total[c, i, j] += s
@@ -207,8 +207,10 @@ def _direct_weight_gradient(image, grad, out):
 
 def direct_weight_gradient(image, grad, kernel):
     """The (O, C, KH, KW) weight gradient of :func:`direct_conv` for the C-contiguous (O, OH, OW, N)
-    output gradient: per output row, a dot product of it with each tap's run of the image, summed
-    in float64 (reassociated, so vectorised)."""
+    output gradient: per output row, a dot product of it with each tap's run of the image, summed in
+    the gradient's dtype (reassociated into vector lanes: float64 sums of float32 products
+    vectorise poorly; bench/NOTES.md), the rows' sums added in float64."""
     out = np.empty((grad.shape[0], image.shape[0], *kernel), dtype=grad.dtype)
-    threads.run(lambda s, e: _direct_weight_gradient(image, grad[s:e], out[s:e]), threads.spans(grad.shape[0], grad[0].size * out[0].size))
+    zero = grad.dtype.type(0)
+    threads.run(lambda s, e: _direct_weight_gradient(image, grad[s:e], out[s:e], zero), threads.spans(grad.shape[0], grad[0].size * out[0].size))
     return out
