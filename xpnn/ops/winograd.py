@@ -29,8 +29,10 @@ OUTPUT_TRANSFORM = ((1, 1, 1, 0), (0, 1, -1, -1))
 
 # The tiles are transformed, multiplied and transformed back a few tile rows at a time, the rows
 # whose transformed tiles and products together take at most about this many bytes (at least one
-# row): they then stay in cache between the transforms and the GEMMs (bench/winograd.py).
-CHUNK_BYTES = 1 << 23
+# row): they then stay in cache between the transforms and the GEMMs (bench/winograd.py). Each of
+# xpnn's threads works through chunks of its own (xpnn.threads); 2 MiB is this machine's L2 per core
+# (bench/NOTES.md).
+CHUNK_BYTES = 1 << 21
 
 
 class WinogradWindows:
