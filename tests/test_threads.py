@@ -206,3 +206,18 @@ def test_trainer_rejects_a_thread_count_that_is_not_a_whole_number_of_at_least_o
     model = nn.Linear(2, 2)
     with pytest.raises(ConfigError, match=r"Trainer: expected threads to be None or a whole number >= 1, got"):
         xpnn.Trainer(model, optim.SGD(model.parameters(), lr=0.1), threads=count)
+
+
+def test_the_cli_passes_threads_to_the_trainer_and_refuses_a_bad_count(tmp_path, capsys, monkeypatch):
+    from xpnn import cli
+    from xpnn.train import trainer
+
+    counts = []
+    fit = trainer.Trainer._fit
+    monkeypatch.setattr(trainer.Trainer, "_fit", lambda self, *args: (counts.append(xpnn.get_num_threads()), fit(self, *args))[1])
+    assert cli.main(["train", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--threads", "2",
+                     "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert counts == [2] and xpnn.get_num_threads() == 1
+    capsys.readouterr()
+    assert cli.main(["train", "--threads", "0"]) == 2
+    assert "argument --threads: expected a positive integer, got '0'" in capsys.readouterr().err

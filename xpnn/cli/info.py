@@ -5,7 +5,7 @@ import importlib
 import importlib.metadata
 import platform
 
-from .. import __version__, backend
+from .. import __version__, backend, threads
 
 
 def _version(distribution):
@@ -18,8 +18,10 @@ def _version(distribution):
 def info_command(args):
     print(f"xpnn {__version__}")
     print(f"python {platform.python_version()} ({platform.platform()})")
-    for name in ("numpy", "array-api-compat", "array-api-strict", "tqdm", "matplotlib"):
+    for name in ("numpy", "array-api-compat", "array-api-strict", "tqdm", "threadpoolctl", "matplotlib"):
         print(f"{name} {_version(name) or 'not installed'}")
+    print(f"cpu threads: BLAS {threads.blas_threads()}; xpnn's own {threads.get_num_threads()} "
+          f"(Trainer and xpnn train --threads use BLAS's count for a network with a convolution of 16 or more channels)")
     try:
         cupy = importlib.import_module("cupy")
         print(f"cupy {cupy.__version__}")

@@ -98,6 +98,11 @@ def build_parser():
         help="weight decay on the weights of convolutions and linear layers, not on biases and normalisation parameters "
         "(default: the optimizer's own, or 5e-4 for the resnets)",
     )
+    train.add_argument(
+        "--threads", type=_positive_int, metavar="N",
+        help="threads xpnn splits each step over on the CPU, NumPy's BLAS held to one meanwhile (default: the cores BLAS "
+        "would use for a network with a convolution of 16 or more channels, else 1 and BLAS's own threads; see xpnn.threads)",
+    )
     train.add_argument("--label-smoothing", type=_fraction, metavar="S", help="label smoothing of the cross-entropy, in [0, 1) (default 0)")
     train.add_argument(
         "--augment", action=argparse.BooleanOptionalAction, default=None,

@@ -157,7 +157,7 @@ def _train(args, comm):
 
     loss_fn = nn.CrossEntropyLoss(label_smoothing=s["label_smoothing"])
     trainer = Trainer(model, optimizer, loss_fn=loss_fn, scheduler=scheduler, scheduler_interval="step", clip_grad_norm=config["clip_grad_norm"],
-                      distributed=comm if comm.size > 1 else None)
+                      distributed=comm if comm.size > 1 else None, threads=args.threads)
     start = 0
     if checkpoint is not None:
         start = trainer.restore(checkpoint, loader=train_loader)
