@@ -21,7 +21,7 @@ def info_command(args):
     for name in ("numpy", "array-api-compat", "array-api-strict", "tqdm", "threadpoolctl", "matplotlib"):
         print(f"{name} {_version(name) or 'not installed'}")
     print(f"cpu threads: BLAS {threads.blas_threads()}; xpnn's own {threads.get_num_threads()} "
-          f"(Trainer and xpnn train --threads use BLAS's count for a network with a convolution of 16 or more channels)")
+          f"(Trainer's default: BLAS's count for a network with a convolution of 16 or more channels, else 1)")
     try:
         cupy = importlib.import_module("cupy")
         print(f"cupy {cupy.__version__}")
