@@ -208,6 +208,24 @@ def test_dropout_gradients_and_modes(backend, rng):
     assert layer(x) is x
 
 
+def test_dropout_keeps_a_batch_last_input_layout_each_way(rng):
+    """The mask is drawn in the input's memory order: a batch-last (Conv2d) input gives a batch-last
+    output and input gradient (no transposing multiply), the mask the same draws as a C-ordered
+    input's, permuted."""
+    memory = rng.normal(size=(3, 4, 5, 6))  # (C, H, W, N)
+    x = memory.transpose(3, 0, 1, 2)
+    layer = nn.Dropout(0.3, generator=np.random.default_rng(7)).to("cpu", dtype="float64")
+    y = layer(x)
+    assert y.transpose(1, 2, 3, 0).flags.c_contiguous
+    grad = np.ascontiguousarray(rng.normal(size=(3, 4, 5, 6))).transpose(3, 0, 1, 2)
+    g = layer.backward(grad)
+    assert g.transpose(1, 2, 3, 0).flags.c_contiguous
+    twin = nn.Dropout(0.3, generator=np.random.default_rng(7)).to("cpu", dtype="float64")
+    y_memory = twin(np.ascontiguousarray(memory))  # the same draws over the memory's order
+    np.testing.assert_array_equal(y.transpose(1, 2, 3, 0), y_memory)
+    np.testing.assert_allclose(g, grad * (y != 0) / 0.7, rtol=1e-14)
+
+
 def test_dropout2d_drops_whole_channels(backend, rng):
     layer = nn.Dropout2d(0.5, generator=np.random.default_rng(0))
     y = xb.to_numpy(layer(backend.asarray(np.ones((8, 6, 3, 3)), np.float32)))

@@ -1,13 +1,14 @@
 """Dropout and Dropout2d: zero activations at random while training, scaled to keep the mean."""
 
-from .. import backend, random
+from .. import backend, ops, random
 from ..errors import ConfigError, ShapeError
 from .module import Module
 
 
 class _DropoutBase(Module):
     """Shared by Dropout and Dropout2d: a 0/1 mask scaled by 1/(1-p), drawn each training forward
-    in the input's dtype and multiplied in (backward multiplies by the same mask)."""
+    in the input's dtype (Dropout's in the input's memory order) and multiplied in (backward
+    multiplies by the same mask)."""
 
     _cache = ("_mask",)  # what only backward needs: dropped by a forward under nn.no_grad()
 
@@ -28,7 +29,14 @@ class _DropoutBase(Module):
             return x
         xp = backend.namespace_of(x)
         rng = random.default_generator() if self.generator is None else self.generator
-        keep = backend.uniform(self._mask_shape(x), xp, x.dtype, rng, backend.device_of(x)) >= self.p
+        shape = self._mask_shape(x)
+
+        def draw(memory_shape):
+            return backend.uniform(memory_shape, xp, x.dtype, rng, backend.device_of(x))
+
+        # drawn in x's memory order (batch-last from Conv2d), so the products below run through
+        # both arrays in order and hand that layout on
+        keep = (ops.layout.in_memory_order_of(x, draw, shape) if shape == tuple(x.shape) else draw(shape)) >= self.p
         self._mask = xp.astype(keep, x.dtype) * (1 / (1 - self.p))
         return x * self._mask
 

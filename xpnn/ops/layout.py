@@ -14,15 +14,29 @@ import numpy as np
 from .. import backend, threads
 
 
+def memory_order(a):
+    """``a``'s axes from the outermost in memory (largest stride) to the innermost on NumPy, so
+    ``permute_dims(a, memory_order(a))`` walks its memory in order; ``0, 1, ...`` elsewhere."""
+    if backend.fast_path(backend.namespace_of(a)) != "numba":
+        return tuple(range(a.ndim))
+    return tuple(sorted(range(a.ndim), key=lambda axis: -a.strides[axis]))
+
+
+def in_memory_order_of(like, make, shape):
+    """``make(memory_shape)``, a new C-contiguous array of ``shape`` with its axes permuted to
+    ``like``'s memory order, viewed back as ``shape``: an array laid out like ``like``."""
+    xp = backend.namespace_of(like)
+    order = memory_order(like)
+    return xp.permute_dims(make(tuple(shape[axis] for axis in order)), tuple(int(k) for k in np.argsort(order)))
+
+
 def empty_ordered(like, shape):
     """An uninitialised array of ``shape`` and ``like``'s dtype and device, its axes in memory in
     the order of ``like``'s strides (largest first) on NumPy; C order elsewhere."""
     xp = backend.namespace_of(like)
-    if backend.fast_path(xp) != "numba" or like.ndim != len(shape):
+    if like.ndim != len(shape):
         return xp.empty(shape, dtype=like.dtype, device=backend.device_of(like))
-    order = sorted(range(like.ndim), key=lambda axis: -like.strides[axis])
-    memory = np.empty([shape[axis] for axis in order], dtype=like.dtype)
-    return np.transpose(memory, np.argsort(order))
+    return in_memory_order_of(like, lambda memory: xp.empty(memory, dtype=like.dtype, device=backend.device_of(like)), shape)
 
 
 def add(a, b):
