@@ -221,3 +221,10 @@ def test_the_cli_passes_threads_to_the_trainer_and_refuses_a_bad_count(tmp_path,
     capsys.readouterr()
     assert cli.main(["train", "--threads", "0"]) == 2
     assert "argument --threads: expected a positive integer, got '0'" in capsys.readouterr().err
+
+
+def test_a_piece_that_splits_again_runs_its_pieces_itself():
+    """A piece on the pool that calls run() again does not wait for the (busy) pool."""
+    with threads.parallel(2):
+        inner = threads.run(lambda s, e: threads.run(lambda a, b: (a, b), [(s, s + 1), (s + 1, e)]), [(0, 2), (2, 4)])
+    assert inner == [[(0, 1), (1, 2)], [(2, 3), (3, 4)]]

@@ -125,12 +125,14 @@ def ranges(size, parts=None, grain=1):
 
 def run(work, pieces):
     """``[work(*piece) for piece in pieces]``, the first piece on the calling thread and the rest on
-    xpnn's pool, in parallel; results in order, the first exception raised after all finished."""
+    xpnn's pool, in parallel; results in order, the first exception raised after all finished.
+    Called from inside a piece (on a pool thread), it runs the pieces there one after another: a
+    pool thread waiting for the pool could wait for itself."""
     pieces = list(pieces)
     pool = _state["pool"]
-    if pool is None or len(pieces) < 2:
+    if pool is None or len(pieces) < 2 or getattr(_inside, "piece", False):
         return [work(*piece) for piece in pieces]
-    futures = [pool.submit(work, *piece) for piece in pieces[1:]]
+    futures = [pool.submit(_as_piece, work, *piece) for piece in pieces[1:]]
     try:
         first = work(*pieces[0])
     finally:
@@ -139,6 +141,17 @@ def run(work, pieces):
         if isinstance(value, _Failure):
             raise value.error
     return [first, *rest]
+
+
+_inside = threading.local()
+
+
+def _as_piece(work, *piece):
+    _inside.piece = True
+    try:
+        return work(*piece)
+    finally:
+        _inside.piece = False
 
 
 class _Failure:
