@@ -45,7 +45,15 @@ def test_set_num_threads_rejects_anything_but_a_whole_number_of_at_least_one(cou
 
 
 def test_more_than_one_thread_holds_blas_to_one_and_one_gives_its_threads_back():
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(2, user_api="blas"):  # a count to come back to, even on a one-core runner
+        held_to_one_and_restored()
+
+
+def held_to_one_and_restored():
     before = blas_counts()
+    assert before and all(count == 2 for count in before)
     xpnn.set_num_threads(2)
     try:
         assert xpnn.get_num_threads() == 2
@@ -79,20 +87,26 @@ def test_ranges_cover_the_size_in_order_with_at_least_a_grain_each(size, parts, 
         assert max(stop - start for start, stop in pieces) - min(stop - start for start, stop in pieces) <= 1
 
 
-def test_run_returns_results_in_order_and_raises_once_every_piece_has_finished():
+@pytest.mark.parametrize("failing", [0, 1])
+def test_run_returns_results_in_order_and_raises_once_every_piece_has_finished(failing):
+    """The caller's piece (0) or a pool piece (1) raises; run raises only after the slow pieces
+    on the pool have finished."""
+    import time
+
     finished = []
 
     def work(start, stop):
-        if start == 0:
-            raise ValueError("first piece")
+        if start == failing:
+            raise ValueError(f"piece {start}")
+        time.sleep(0.05)
         finished.append(start)
         return start
 
-    with threads.parallel(2):
+    with threads.parallel(3):
         assert threads.run(lambda s, e: (s, e), [(0, 1), (1, 3), (3, 4)]) == [(0, 1), (1, 3), (3, 4)]
-        with pytest.raises(ValueError, match="first piece"):
+        with pytest.raises(ValueError, match=f"piece {failing}"):
             threads.run(work, [(0, 1), (1, 2), (2, 3)])
-    assert sorted(finished) == [1, 2]
+        assert sorted(finished) == sorted({0, 1, 2} - {failing})  # inside: the pool is still up
 
 
 @pytest.mark.parametrize("a_shape, b_shape", [
@@ -101,18 +115,31 @@ def test_run_returns_results_in_order_and_raises_once_every_piece_has_finished()
     ((16, 6, 20), (16, 20, 9)),  # the stack split (Winograd's 16 products)
     ((1, 8, 300), (1, 300, 20)), # a thin product: the inner dimension split, partials added
     ((3, 4), (4, 2)),            # rows and columns too short: inner split
+    ((2, 40, 30), (30, 50)),     # a stack times one matrix (Linear's 3-D input): columns split
+    ((1, 16, 6, 20), (16, 20, 9)),  # a broadcast 4-D stack
 ])
 def test_split_matmul_equals_the_plain_product(two_threads, a_shape, b_shape):
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=a_shape), rng.normal(size=b_shape)
     np.testing.assert_allclose(ops.matmul(a, b), a @ b, rtol=1e-13, atol=1e-13)
     out = np.empty(np.broadcast_shapes(a_shape[:-2], b_shape[:-2]) + (a_shape[-2], b_shape[-1]))
-    assert ops.matmul(a, b.T.copy().T, out=out) is out  # a transposed (strided) operand
+    assert ops.matmul(a, np.swapaxes(np.swapaxes(b, -1, -2).copy(), -1, -2), out=out) is out  # a strided operand
     np.testing.assert_allclose(out, a @ b, rtol=1e-13, atol=1e-13)
+    ints = (a * 10).astype(np.int64), (b * 10).astype(np.int64)
+    assert np.array_equal(ops.matmul(*ints), ints[0] @ ints[1])
+
+
+def test_split_matmul_takes_one_dimensional_operands_as_numpy_does(two_threads):
+    rng = np.random.default_rng(0)
+    v, m = rng.normal(size=30), rng.normal(size=(30, 40))
+    np.testing.assert_allclose(ops.matmul(v, m), v @ m, rtol=1e-13)
+    np.testing.assert_allclose(ops.matmul(m.T, v), m.T @ v, rtol=1e-13)
+    layer = nn.Linear(30, 40).to("cpu", dtype="float64")
+    np.testing.assert_allclose(layer(v), v @ layer.weight.data.T + layer.bias.data, rtol=1e-13)
 
 
 def test_split_matmul_leaves_other_namespaces_alone(two_threads):
-    import array_api_strict as strict
+    strict = pytest.importorskip("array_api_strict")
 
     host = np.arange(12.0).reshape(3, 4)
     a = strict.asarray(host)
@@ -179,7 +206,8 @@ def test_relu_pooling_batchnorm_adam_and_add_split_give_the_same_values(monkeypa
             assert np.array_equal(a, b)
 
 
-def test_trainer_splits_a_wide_convolutional_step_and_leaves_others_to_blas():
+def test_trainer_splits_a_wide_convolutional_step_and_leaves_others_to_blas(monkeypatch):
+    monkeypatch.setattr(threads, "blas_threads", lambda: 3)  # as on a 3-core machine, whatever this one has
     rng = np.random.default_rng(0)
     seen = {}
 
@@ -198,7 +226,7 @@ def test_trainer_splits_a_wide_convolutional_step_and_leaves_others_to_blas():
         trainer = xpnn.Trainer(model, optim.SGD(model.parameters(), lr=0.1), verbose=False, threads=count)
         trainer.fit((images, labels), epochs=1, batch_size=4, progress=False, callbacks=[Record(key)])
         assert xpnn.get_num_threads() == 1  # restored after fit
-    assert seen == {"wide": threads.blas_threads(), "narrow": 1, "mlp": 1, "mlp two": 2}
+    assert seen == {"wide": 3, "narrow": 1, "mlp": 1, "mlp two": 2}
 
 
 @pytest.mark.parametrize("count", [0, 2.0, True])
@@ -224,7 +252,59 @@ def test_the_cli_passes_threads_to_the_trainer_and_refuses_a_bad_count(tmp_path,
 
 
 def test_a_piece_that_splits_again_runs_its_pieces_itself():
-    """A piece on the pool that calls run() again does not wait for the (busy) pool."""
-    with threads.parallel(2):
-        inner = threads.run(lambda s, e: threads.run(lambda a, b: (a, b), [(s, s + 1), (s + 1, e)]), [(0, 2), (2, 4)])
-    assert inner == [[(0, 1), (1, 2)], [(2, 3), (3, 4)]]
+    """A piece on the pool that calls run() again does not wait for the (busy) pool (checked in a
+    thread of its own, so a regression fails after 10 s instead of hanging)."""
+    import threading
+
+    result = []
+
+    def nested():
+        with threads.parallel(2):
+            result.append(threads.run(lambda s, e: threads.run(lambda a, b: (a, b), [(s, s + 1), (s + 1, e)]), [(0, 2), (2, 4)]))
+
+    worker = threading.Thread(target=nested, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert result == [[[(0, 1), (1, 2)], [(2, 3), (3, 4)]]]
+
+
+@pytest.mark.parametrize("count, height, padding", [(2, 18, 1), (3, 6, 1), (3, 10, 0), (4, 16, 1)])
+def test_winograd_threads_never_add_into_the_same_input_gradient_rows(monkeypatch, count, height, padding):
+    """Deterministic race check: the tile-row ranges Winograd's backward hands to the threads
+    touch disjoint image rows (each tile adds into four), the rows it leaves out are done after
+    them, every tile row once; also with one tile row per thread."""
+    from xpnn.ops import winograd
+
+    handed, later = [], []
+    run = threads.run
+
+    def recording_run(work, pieces):
+        pieces = list(pieces)
+        if work.__name__ == "span_gradients":
+            handed.append(pieces)
+        return run(work, pieces)
+
+    monkeypatch.setattr(threads, "run", recording_run)
+    transposed = winograd.input_tiles_transposed
+
+    def recording_transposed(tiles, image, first_row, pad):
+        later.append((first_row, tiles.shape[2]))
+        return transposed(tiles, image, first_row, pad)
+
+    monkeypatch.setattr(winograd, "input_tiles_transposed", recording_transposed)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 16, height + 2 - 2 * padding, 8))
+    out_size = (height, 8 + 2 * padding - 2)
+    windows = winograd.WinogradWindows(x, (padding, padding), out_size)
+    weight = rng.normal(size=(1, 16, 16 * 9))
+    grad = rng.normal(size=(1, 16, out_size[0] * out_size[1] * 3))
+    one = windows.input_gradient(weight, grad)
+    later.clear()
+    handed.clear()
+    with threads.parallel(count):
+        split = windows.input_gradient(weight, grad)
+    np.testing.assert_allclose(split, one, rtol=1e-12, atol=1e-12)
+    (pieces,) = handed
+    rows = [set(range(2 * first, 2 * stop + 2)) for first, stop in pieces if stop > first]
+    assert all(not (a & b) for k, a in enumerate(rows) for b in rows[k + 1:])
+    assert sorted(r for first, n in later for r in range(first, first + n)) == list(range(windows.tile_grid[0]))

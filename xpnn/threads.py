@@ -10,10 +10,16 @@ each piece of work on its own pool of ``n - 1`` threads plus the caller; the Num
 the GIL, and so does NumPy's matmul. ``n`` = 1 (the default outside ``Trainer``) gives BLAS its
 threads back and runs everything on the caller, as before.
 
-``Trainer.fit`` runs with ``parallel(None)``: the count already set, or else as many threads as
-BLAS had (which follows ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS``, and so the per-rank share
-that ``mpiexec`` runs get). Only NumPy work splits: CuPy and other namespaces are unaffected."""
+``Trainer.fit`` runs with ``parallel(default_count(model))``: the count already set when above 1;
+else, for a model with a convolution of at least ``WIDE_CONV_CHANNELS`` channels in and out, as
+many threads as BLAS had (which follows ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS``, and so the
+per-rank share that ``mpiexec`` runs get); else 1. Only NumPy work splits: CuPy and other
+namespaces are unaffected. Set the count from one thread, outside any piece of work: changing it
+replaces the pool. With an OpenBLAS built on OpenMP (some distribution and conda builds) the
+one-thread limit may not hold and the two kinds of threads then share the cores; keep the count at
+1 there."""
 
+import concurrent.futures
 import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -136,11 +142,21 @@ def run(work, pieces):
     try:
         first = work(*pieces[0])
     finally:
-        rest = [_outcome(future) for future in futures]
-    for value in rest:
-        if isinstance(value, _Failure):
-            raise value.error
-    return [first, *rest]
+        _wait_all(futures)  # no piece may still be writing when run returns or raises
+    return [first, *[future.result() for future in futures]]  # .result() re-raises a piece's error
+
+
+def _wait_all(futures):
+    """Wait until every future has finished, through a Ctrl-C, which is raised afterwards."""
+    interrupted = None
+    while True:
+        try:
+            concurrent.futures.wait(futures)
+            break
+        except KeyboardInterrupt as error:
+            interrupted = error
+    if interrupted is not None:
+        raise interrupted
 
 
 _inside = threading.local()
@@ -154,13 +170,3 @@ def _as_piece(work, *piece):
         _inside.piece = False
 
 
-class _Failure:
-    def __init__(self, error):
-        self.error = error
-
-
-def _outcome(future):
-    try:
-        return future.result()
-    except BaseException as error:  # re-raised by run() once every piece has finished
-        return _Failure(error)

@@ -2,10 +2,11 @@
 
 Door: ``matmul(a, b)`` is ``a @ b``. On NumPy with more than one xpnn thread, when the product
 has at least ``SPLIT_MIN_MACS`` multiply-adds, each thread multiplies one piece with NumPy's
-(then single-threaded) BLAS: a range of the stacked matrices when there are enough of them, else a
-range of the output's rows or columns, whichever is longer, when it gives each thread at least
-``SPLIT_MIN_SIDE``; else a range of the inner dimension, whose partial products are then added
-in order. Every other namespace, and one thread, is the plain product."""
+(then single-threaded) BLAS: a range of the stacked matrices when both operands are 3-D stacks of
+the same length, at least one per thread; else a range of the output's rows or columns, whichever
+is longer, when it gives each thread at least ``SPLIT_MIN_SIDE``; else a range of the inner
+dimension, whose partial products are then added in order. Every other namespace, a 1-D operand,
+and one thread, is the plain product."""
 
 import math
 
@@ -23,7 +24,7 @@ SPLIT_MIN_SIDE = 16
 def matmul(a, b, out=None):
     """``a @ b`` for (..., M, K) and (..., K, N) arrays, written into ``out`` when given (NumPy)."""
     count = threads.get_num_threads()
-    if count == 1 or not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+    if count == 1 or not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)) or a.ndim < 2 or b.ndim < 2:
         return a @ b if out is None else np.matmul(a, b, out=out)
     m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
     batch_shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
