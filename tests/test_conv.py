@@ -291,8 +291,10 @@ def test_direct_convolution_equals_the_window_matrix_and_its_portable_twin(rng, 
 
 
 def test_only_few_output_stride_one_layers_convolve_directly():
-    """The door: DirectWindows for <= DIRECT_MAX_OUTPUTS outputs, stride 1, undilated, one group,
-    float32/64 on NumPy; streamed windows for other few-output layers; the window matrix otherwise."""
+    """The door: DirectWindows for <= DIRECT_MAX_OUTPUTS outputs (on several xpnn threads also
+    <= DIRECT_THREADED_MAX_INPUTS inputs and <= DIRECT_THREADED_MAX_OUTPUTS outputs), stride 1,
+    undilated, one group, float32/64 on NumPy; streamed windows for other few-output layers; the
+    window matrix otherwise."""
     from xpnn.ops import conv
 
     def kind(x, out, stride=1, dilation=1, groups=1):
@@ -308,3 +310,10 @@ def test_only_few_output_stride_one_layers_convolve_directly():
     assert kind(x, 4, dilation=2) == "StreamedWindows"
     assert kind(x, 4, groups=2) == "StreamedWindows"
     assert kind(x.astype(np.float16), 4) == "StreamedWindows"
+    # on several xpnn threads, also few inputs with up to DIRECT_THREADED_MAX_OUTPUTS outputs
+    wide_in = np.zeros((2, conv.DIRECT_THREADED_MAX_INPUTS + 1, 8, 8), dtype=np.float32)
+    with xpnn.threads.parallel(2):
+        assert kind(x, conv.DIRECT_THREADED_MAX_OUTPUTS) == "DirectWindows"
+        assert kind(x, conv.DIRECT_THREADED_MAX_OUTPUTS + 1) == "WindowMatrix"
+        assert kind(wide_in, conv.DIRECT_MAX_OUTPUTS + 1) == "WindowMatrix"
+        assert kind(x, 12, stride=2) == "WindowMatrix"

@@ -37,6 +37,12 @@ WINOGRAD_MIN_PIXELS = 8192
 # STREAM_MAX_OUTPUTS outputs per group streams its windows, in pieces of about STREAM_PIECE_BYTES
 # (at least one output row).
 DIRECT_MAX_OUTPUTS = 8
+# On several xpnn threads (xpnn.threads) the direct convolution splits its outputs while im2col
+# splits input channels: a layer with at most DIRECT_THREADED_MAX_INPUTS input channels and
+# DIRECT_THREADED_MAX_OUTPUTS outputs (the 1 -> 32 first layers, ResNet's 3 -> 16 stem) then
+# convolves directly too (bench/NOTES.md).
+DIRECT_THREADED_MAX_INPUTS = 4
+DIRECT_THREADED_MAX_OUTPUTS = 32
 STREAM_MAX_OUTPUTS = 8
 STREAM_PIECE_BYTES = 1 << 18
 
@@ -54,11 +60,20 @@ def conv_windows(x, kernel, stride, padding, dilation, output_size, groups, outp
     if numba and winograd_fits(x, kernel, stride, dilation, output_size, groups, outputs_per_group):
         return WinogradWindows(x, padding, output_size)
     direct = stride == (1, 1) and dilation == (1, 1) and groups == 1 and backend.kernel_dtype(x)
-    if numba and direct and outputs_per_group <= DIRECT_MAX_OUTPUTS:
+    if numba and direct and direct_fits(x.shape[1], outputs_per_group):
         return DirectWindows(x, kernel, padding, output_size)
     if numba and outputs_per_group <= STREAM_MAX_OUTPUTS:
         return StreamedWindows(x, kernel, stride, padding, dilation, output_size, groups)
     return WindowMatrix(x, kernel, stride, padding, dilation, output_size, groups)
+
+
+def direct_fits(inputs, outputs):
+    """Whether a stride-1, undilated, ungrouped NumPy layer with these channel counts convolves
+    directly: at most ``DIRECT_MAX_OUTPUTS`` outputs, or on several xpnn threads at most
+    ``DIRECT_THREADED_MAX_INPUTS`` inputs and ``DIRECT_THREADED_MAX_OUTPUTS`` outputs."""
+    if outputs <= DIRECT_MAX_OUTPUTS:
+        return True
+    return threads.get_num_threads() > 1 and inputs <= DIRECT_THREADED_MAX_INPUTS and outputs <= DIRECT_THREADED_MAX_OUTPUTS
 
 
 def winograd_fits(x, kernel, stride, dilation, output_size, groups, outputs):
