@@ -125,7 +125,8 @@ class Conv2d(_Convolution):
     and multiplies it by the weight, one GEMM per group; backward is two GEMMs (weight and window
     gradients) and ``col2im``. On NumPy a 3x3 stride-1 layer with at least 16 channels in and out
     computes the same products as Winograd F(2x2, 3x3) tiles, and a stride-1 layer with at most 8
-    outputs convolves directly, without the matrix (``docs/design.md``). The output is an NCHW view of an (out, OH, OW, N) buffer: the
+    outputs (on several xpnn threads, also one with at most 4 inputs and 32 outputs) convolves
+    directly, without the matrix (``docs/design.md``). The output is an NCHW view of an (out, OH, OW, N) buffer: the
     layers that follow keep that batch-last memory order, and the next Conv2d unfolds it in place.
 
     Args:
