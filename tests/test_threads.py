@@ -308,3 +308,20 @@ def test_winograd_threads_never_add_into_the_same_input_gradient_rows(monkeypatc
     rows = [set(range(2 * first, 2 * stop + 2)) for first, stop in pieces if stop > first]
     assert all(not (a & b) for k, a in enumerate(rows) for b in rows[k + 1:])
     assert sorted(r for first, n in later for r in range(first, first + n)) == list(range(windows.tile_grid[0]))
+
+
+def test_padded_and_zeros_written_by_threads_equal_numpys(two_threads):
+    """ops.layout.padded: the source at its offset, zeros around it (split over the leading
+    axis); ops.layout.zeros; the same on array_api_strict, unsplit."""
+    from xpnn.ops import layout
+
+    source = np.random.default_rng(0).normal(size=(5, 4, 3, 2))
+    out = layout.padded(source, (5, 7, 6, 2), (0, 1, 2, 0))
+    expected = np.zeros((5, 7, 6, 2))
+    expected[:, 1:5, 2:5, :] = source
+    assert np.array_equal(out, expected) and out.flags.c_contiguous
+    assert np.array_equal(layout.padded(source, source.shape, (0, 0, 0, 0)), source)
+    assert np.array_equal(layout.zeros((6, 3), source), np.zeros((6, 3)))
+    strict = pytest.importorskip("array_api_strict")
+    assert np.array_equal(np.asarray(layout.padded(strict.asarray(source), (5, 7, 6, 2), (0, 1, 2, 0))), expected)
+    assert np.array_equal(np.asarray(layout.zeros((6, 3), strict.asarray(source))), np.zeros((6, 3)))

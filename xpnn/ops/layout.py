@@ -1,5 +1,6 @@
 """Elementwise arithmetic that keeps the memory order layers hand on: doors :func:`add` and
-:func:`empty_ordered`.
+:func:`empty_ordered`; and new zero-filled arrays written by xpnn's threads (:func:`padded`,
+:func:`zeros`).
 
 Conv2d's output and input gradient are NCHW views of batch-last (C, H, W, N) memory, and the
 layers that follow read that order in place. NumPy's ``a + b`` of two arrays in different memory
@@ -37,6 +38,41 @@ def empty_ordered(like, shape):
     if like.ndim != len(shape):
         return xp.empty(shape, dtype=like.dtype, device=backend.device_of(like))
     return in_memory_order_of(like, lambda memory: xp.empty(memory, dtype=like.dtype, device=backend.device_of(like)), shape)
+
+
+def padded(source, shape, offset):
+    """A new C-contiguous array of ``shape`` holding ``source`` at ``offset`` (one start per axis;
+    the leading axis whole) and zeros around it: a zero-padded image. On NumPy each of xpnn's
+    threads writes a range of the leading axis, zeroing only the border; elsewhere zeros, then
+    the copy."""
+    xp = backend.namespace_of(source)
+    region = tuple(slice(start, start + size) for start, size in zip(offset, source.shape))
+    if backend.fast_path(xp) != "numba":
+        out = xp.zeros(shape, dtype=source.dtype, device=backend.device_of(source))
+        out[region] = source
+        return out
+    out = np.empty(shape, dtype=source.dtype)
+
+    def piece(first, stop):
+        block = out[first:stop]
+        for axis in range(1, len(shape)):  # the slabs before and after the source along each axis
+            for band in (slice(0, region[axis].start), slice(region[axis].stop, shape[axis])):
+                block[(slice(None),) * axis + (band,)] = 0
+        block[(slice(None),) + region[1:]] = source[first:stop]
+
+    threads.run(piece, threads.spans(shape[0], out[0].size if shape[0] else 0))
+    return out
+
+
+def zeros(shape, like):
+    """Zeros of ``shape`` and ``like``'s dtype and device; on NumPy with several xpnn threads,
+    each fills a range of the leading axis."""
+    xp = backend.namespace_of(like)
+    if backend.fast_path(xp) != "numba" or threads.get_num_threads() == 1:
+        return xp.zeros(shape, dtype=like.dtype, device=backend.device_of(like))
+    out = np.empty(shape, dtype=like.dtype)
+    threads.run(lambda first, stop: out[first:stop].fill(0), threads.spans(shape[0], out[0].size if shape[0] else 0))
+    return out
 
 
 def add(a, b):

@@ -9,6 +9,7 @@ import numbers
 
 from .. import backend
 from ..errors import ConfigError, ShapeError
+from . import layout
 
 
 def as_pair(value, name, minimum=0, where="as_pair"):
@@ -188,10 +189,7 @@ def padded_batch_last(x, padding):
     batch_last = xp.permute_dims(x, (1, 2, 3, 0))
     if (ph, pw) == (0, 0) and backend.is_c_contiguous(batch_last):
         return batch_last
-    shape = (c, h + 2 * ph, w + 2 * pw, n)
-    image = xp.zeros(shape, dtype=x.dtype, device=backend.device_of(x)) if ph or pw else xp.empty(shape, dtype=x.dtype, device=backend.device_of(x))
-    image[:, ph:ph + h, pw:pw + w, :] = batch_last
-    return image
+    return layout.padded(batch_last, (c, h + 2 * ph, w + 2 * pw, n), (0, ph, pw, 0))
 
 
 def col2im_batch_last(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):

@@ -20,6 +20,7 @@ order). The matrices below are the definition the tests check the transforms aga
 import numpy as np
 
 from .. import backend, threads
+from . import layout
 
 # The transforms of F(2x2, 3x3), as in Lavin and Gray: B^T (input), G (weight), A^T (output).
 INPUT_TRANSFORM = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
@@ -134,7 +135,7 @@ class WinogradWindows:
         o, (n, c) = grad.shape[1], self.x_shape[:2]
         grad_image = xp.reshape(grad, (o, *self.output_size, n))
         u_t = xp.matrix_transpose(self._weight_tiles(weight)) if need_input else None
-        image = xp.zeros((c, *self.x_shape[2:], n), dtype=grad.dtype, device=backend.device_of(grad)) if need_input else None
+        image = layout.zeros((c, *self.x_shape[2:], n), grad) if need_input else None
 
         def span_gradients(first, stop):  # the summed (16, O, C) weight-gradient tiles of these rows, or None
             if first >= stop:
@@ -217,9 +218,7 @@ def _tile_image(x, padding, padded_size):
     batch_last = xp.permute_dims(x, (1, 2, 3, 0))
     if (ph, pw) == (0, 0) and (h, w) == padded_size and backend.is_c_contiguous(batch_last):
         return batch_last
-    image = xp.zeros((c, *padded_size, n), dtype=x.dtype, device=backend.device_of(x))
-    image[:, ph:ph + h, pw:pw + w, :] = batch_last
-    return image
+    return layout.padded(batch_last, (c, *padded_size, n), (0, ph, pw, 0))
 
 
 def input_tiles(image, tile_rows, tile_cols, out=None):
