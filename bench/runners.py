@@ -74,7 +74,7 @@ class XpnnRunner:
         xpnn.manual_seed(seed)
         self.batch_size = batch_size
         self.model = build_xpnn(model)
-        self.threads = xpnn.threads.default_count(self.model) if threads is None else threads  # what Trainer would use
+        self.threads = xpnn.train.default_threads(self.model) if threads is None else threads  # what Trainer would use
         self.loss_fn = nn.CrossEntropyLoss()
         sgd = SGD_MODELS.get(model)
         self.opt = optim.SGD(self.model.parameters(), **sgd) if sgd else optim.Adam(self.model.parameters(), lr=LR)

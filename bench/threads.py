@@ -23,6 +23,7 @@ from bench import mnist, runners  # noqa: E402
 from bench.timing import alternate, block_size, cycling, median  # noqa: E402
 import xpnn  # noqa: E402
 from xpnn import threads  # noqa: E402
+from xpnn.train import default_threads  # noqa: E402
 from xpnn.kernels import numba_winograd  # noqa: E402
 
 MODELS = (("mlp", 64), ("cnn", 64), ("lenet", 128), ("cnn3264", 128), ("torchmnist", 64), ("resnet20", 128))
@@ -93,7 +94,7 @@ def model_steps():
             tasks[count] = (step, block_size(step, 3, 0.3), 7)
         ms = {k: median(t) * 1e3 for k, t in alternate(tasks, 7).items()}
         xpnn.set_num_threads(1)
-        chosen = threads.default_count(runner.model)
+        chosen = default_threads(runner.model)
         rows.append({"model": model, "batch_size": batch_size, "one_thread_ms": ms[1], "two_threads_ms": ms[COUNT], "trainer_threads": chosen})
         print(f"  {model} batch {batch_size}: BLAS's threads {ms[1]:.2f} ms, xpnn's {COUNT} threads {ms[COUNT]:.2f} ms "
               f"({ms[1] / ms[COUNT]:.2f}x); Trainer chooses {chosen}")

@@ -10,11 +10,10 @@ each piece of work on its own pool of ``n - 1`` threads plus the caller; the Num
 the GIL, and so does NumPy's matmul. ``n`` = 1 (the default outside ``Trainer``) gives BLAS its
 threads back and runs everything on the caller, as before.
 
-``Trainer.fit`` runs with ``parallel(default_count(model))``: the count already set when above 1;
-else, for a model with a convolution of at least ``WIDE_CONV_CHANNELS`` channels in and out, as
-many threads as BLAS had (which follows ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS``, and so the
-per-rank share that ``mpiexec`` runs get); else 1. Only NumPy work splits: CuPy and other
-namespaces are unaffected. Set the count from one thread, outside any piece of work: changing it
+``Trainer.fit`` runs with ``parallel(xpnn.train.default_threads(model))``: the count already set
+when above 1; else, for a model with a wide convolution, as many threads as BLAS had (which
+follows ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS``, and so the per-rank share that ``mpiexec``
+runs get); else 1. Only NumPy work splits: CuPy and other namespaces are unaffected. Set the count from one thread, outside any piece of work: changing it
 replaces the pool. With an OpenBLAS built on OpenMP (some distribution and conda builds) the
 one-thread limit may not hold and the two kinds of threads then share the cores; keep the count at
 1 there."""
@@ -79,26 +78,6 @@ def parallel(count=None):
         yield count
     finally:
         set_num_threads(before)
-
-
-# A NumPy model with a convolution of at least this many channels in and out trains on xpnn's
-# threads by default: its compiled loops (im2col, Winograd's transforms, pooling) are much of a
-# step. Smaller networks (the seed CNN, LeNet) measured level or slower so (bench/threads.py).
-WIDE_CONV_CHANNELS = 16
-
-
-def default_count(model):
-    """The count ``Trainer`` trains ``model`` with when not told: the count set with
-    :func:`set_num_threads` when above 1; else, for a NumPy model with a convolution of at least
-    ``WIDE_CONV_CHANNELS`` channels in and out, as many threads as BLAS has; else 1 (BLAS's own
-    threads serve Linear layers' mid-sized GEMMs and small convolutions better)."""
-    from . import backend, nn
-
-    if get_num_threads() > 1:
-        return get_num_threads()
-    wide = any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d))
-               and min(m.in_channels, m.out_channels) >= WIDE_CONV_CHANNELS for m in model.modules())
-    return blas_threads() if wide and backend.is_numpy(getattr(model, "xp", None)) else 1
 
 
 def _limit_blas():

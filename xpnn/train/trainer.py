@@ -24,6 +24,25 @@ from .history import History
 from .metrics import METRICS
 
 
+# A NumPy model with a convolution of at least this many channels in and out trains on xpnn's
+# threads by default: its compiled loops (im2col, Winograd's transforms, pooling) are much of a
+# step. Smaller networks (the seed CNN, LeNet) measured level or slower so (bench/threads.py).
+WIDE_CONV_CHANNELS = 16
+
+
+def default_threads(model):
+    """The thread count ``Trainer`` trains ``model`` with when not told (``xpnn.threads``): the
+    count set with ``xpnn.set_num_threads`` when above 1; else, for a NumPy model with a
+    convolution of at least ``WIDE_CONV_CHANNELS`` channels in and out, as many threads as BLAS
+    has; else 1 (BLAS's own threads serve Linear layers' mid-sized GEMMs and small convolutions
+    better)."""
+    if xpnn_threads.get_num_threads() > 1:
+        return xpnn_threads.get_num_threads()
+    wide = any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d))
+               and min(m.in_channels, m.out_channels) >= WIDE_CONV_CHANNELS for m in model.modules())
+    return xpnn_threads.blas_threads() if wide and backend.is_numpy(getattr(model, "xp", None)) else 1
+
+
 class Trainer:
     """Trains ``model`` with ``optimizer`` on ``loss_fn`` (default ``nn.CrossEntropyLoss()``).
 
@@ -48,7 +67,7 @@ class Trainer:
     each evaluation). :meth:`evaluate` is collective then: every rank must call it.
     ``threads``: how many threads xpnn's NumPy operations split a step over during :meth:`fit`
     (``xpnn.threads``; NumPy's BLAS held to one meanwhile). None (default):
-    ``xpnn.threads.default_count(model)``: the count set with ``xpnn.set_num_threads`` when above
+    :func:`default_threads`: the count set with ``xpnn.set_num_threads`` when above
     1; else, for a NumPy model with a convolution of at least 16 channels in and out, as many as
     BLAS has (its compiled loops then run on every core); else 1, BLAS's own threads, which serve
     Linear layers and small convolutions better.
@@ -133,7 +152,7 @@ class Trainer:
                 raise
 
     def _thread_count(self):
-        return xpnn_threads.default_count(self.model) if self.threads is None else self.threads
+        return default_threads(self.model) if self.threads is None else self.threads
 
     def _fit(self, train, epochs, valid, callbacks, start_epoch, progress, batch_size, shuffle):
         epochs = _check_epochs(epochs, start_epoch)
