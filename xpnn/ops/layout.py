@@ -83,7 +83,7 @@ def add(a, b):
     out = np.empty_like(a, dtype=np.result_type(a, b))
     if a.ndim == 0:
         return np.add(a, b, out=out)
-    axis = max(range(out.ndim), key=lambda k: out.strides[k])  # the outermost in memory: pieces are whole blocks
+    axis = memory_order(out)[0]  # the outermost in memory: pieces are whole blocks
     inner = out.size // max(out.shape[axis], 1)
 
     def piece(start, stop):

@@ -180,16 +180,18 @@ def im2col_rows_portable(image, kernel_size, stride, dilation, rows, out_width, 
     return out
 
 
-def padded_batch_last(x, padding):
-    """NCHW ``x`` as a zero-padded, C-contiguous (C, Hp, Wp, N) image; a view of ``x`` when it
-    already is one (a batch-last layer output, no padding)."""
+def padded_batch_last(x, padding, size=None):
+    """NCHW ``x`` as a zero-padded, C-contiguous (C, Hp, Wp, N) image: ``padding`` zeros before
+    and after, or after up to ``size`` = (Hp, Wp) when given (Winograd's whole tiles); a view of
+    ``x`` when it already is one (a batch-last layer output, no padding)."""
     xp = backend.namespace_of(x)
     ph, pw = padding
     n, c, h, w = x.shape
+    size = (h + 2 * ph, w + 2 * pw) if size is None else tuple(size)
     batch_last = xp.permute_dims(x, (1, 2, 3, 0))
-    if (ph, pw) == (0, 0) and backend.is_c_contiguous(batch_last):
+    if (ph, pw) == (0, 0) and (h, w) == size and backend.is_c_contiguous(batch_last):
         return batch_last
-    return layout.padded(batch_last, (c, h + 2 * ph, w + 2 * pw, n), (0, ph, pw, 0))
+    return layout.padded(batch_last, (c, *size, n), (0, ph, pw, 0))
 
 
 def col2im_batch_last(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import backend, threads
 from . import layout
+from .windows import padded_batch_last
 
 # The transforms of F(2x2, 3x3), as in Lavin and Gray: B^T (input), G (weight), A^T (output).
 INPUT_TRANSFORM = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
@@ -52,7 +53,7 @@ class WinogradWindows:
         self.x_shape, self.padding, self.output_size = tuple(x.shape), padding, output_size
         self.tile_grid = ((output_size[0] + 1) // 2, (output_size[1] + 1) // 2)
         self.padded_size = (2 * self.tile_grid[0] + 2, 2 * self.tile_grid[1] + 2)
-        self.image = _tile_image(x, padding, self.padded_size)
+        self.image = padded_batch_last(x, padding, self.padded_size)
 
     def _row_chunks(self, outputs, span=None):
         """(first, stop) ranges of the tile rows in ``span`` (default: all) for a layer with
@@ -156,9 +157,9 @@ class WinogradWindows:
             return du
 
         spans = self._thread_spans()
-        later = [(first, first + 1) for first, _ in spans[1:]] if need_input else []
-        partials = threads.run(span_gradients, [(first + 1, stop) if (first, first + 1) in later else (first, stop) for first, stop in spans])
-        partials += [span_gradients(*rows) for rows in later]
+        deferred = need_input and len(spans) > 1  # every range's first row but the first range's
+        partials = threads.run(span_gradients, [(first + 1 if deferred and k else first, stop) for k, (first, stop) in enumerate(spans)])
+        partials += [span_gradients(first, first + 1) for first, _ in spans[1:]] if deferred else []
         du = None
         for part in partials:
             if part is not None:
@@ -208,17 +209,6 @@ def _matmul(a, b, out):
 
 def _transform_matrix(xp, rows, like):
     return xp.asarray(rows, dtype=like.dtype, device=backend.device_of(like))
-
-
-def _tile_image(x, padding, padded_size):
-    """NCHW ``x`` as a C-contiguous batch-last (C, Hp, Wp, N) image of ``padded_size``: ``padding``
-    zeros before, and after, zeros up to the size (one more row or column when the output is odd)."""
-    xp = backend.namespace_of(x)
-    (ph, pw), (n, c, h, w) = padding, x.shape
-    batch_last = xp.permute_dims(x, (1, 2, 3, 0))
-    if (ph, pw) == (0, 0) and (h, w) == padded_size and backend.is_c_contiguous(batch_last):
-        return batch_last
-    return layout.padded(batch_last, (c, *padded_size, n), (0, ph, pw, 0))
 
 
 def input_tiles(image, tile_rows, tile_cols, out=None):
