@@ -94,10 +94,7 @@ def layer_work(model, batch_size, image):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.model in runners.RANDOM_DATA:
-        x, y = runners.random_data(args.model, args.batch_size)
-    else:
-        x, y = mnist.load(args.data_dir, args.model)
+    x, y = runners.training_images(args.model, args.batch_size, args.data_dir)
     batches = mnist.batches(x, y, args.batch_size, 32)
     runner = runners.make("xpnn", args.model, args.batch_size)
     step = timing.cycling(runner.step, batches)

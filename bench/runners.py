@@ -20,6 +20,16 @@ def random_data(model, batch_size, seed=0):
     rng = np.random.default_rng(seed)
     count = 4 * batch_size
     return rng.standard_normal((count, *shape), dtype=np.float32), rng.integers(0, classes, count)
+def training_images(model, batch_size, data_dir):
+    """The images a model is timed on: :func:`random_data` for the models in ``RANDOM_DATA``,
+    else MNIST's training set from ``data_dir``."""
+    if model in RANDOM_DATA:
+        return random_data(model, batch_size)
+    from . import mnist  # here, as the runners' other imports: tests load this file on its own
+
+    return mnist.load(data_dir, model)
+
+
 THREADS = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count())  # NumPy's OpenBLAS follows OMP_NUM_THREADS too
 
 

@@ -85,7 +85,7 @@ def split_products():
 def model_steps():
     rows = []
     for model, batch_size in MODELS:
-        x, y = runners.random_data(model, batch_size) if model in runners.RANDOM_DATA else mnist.load(DATA_DIR, model)
+        x, y = runners.training_images(model, batch_size, DATA_DIR)
         batches = mnist.batches(x, y, batch_size, 4)
         tasks = {}
         for count in (1, COUNT):  # each runner's step sets its own count first

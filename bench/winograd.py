@@ -78,7 +78,7 @@ def model_steps():
     """Median training step of each model in MODELS, im2col only against Winograd where it fits."""
     rows = []
     for model, batch_size in MODELS:
-        x, y = runners.random_data(model, batch_size) if model in runners.RANDOM_DATA else mnist.load(DATA_DIR, model)
+        x, y = runners.training_images(model, batch_size, DATA_DIR)
         batches = mnist.batches(x, y, batch_size, 4)
         tasks = {}
         for name, channels in (("im2col", 10**9), ("winograd", conv.WINOGRAD_MIN_CHANNELS)):
