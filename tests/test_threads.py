@@ -1,6 +1,9 @@
 """xpnn.threads: the count and BLAS's limit, the pieces, the split GEMM door and every compiled
 loop split over two threads against the same loop on one (equal results), and Trainer's rule."""
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -268,46 +271,46 @@ def test_a_piece_that_splits_again_runs_its_pieces_itself():
     assert result == [[[(0, 1), (1, 2)], [(2, 3), (3, 4)]]]
 
 
-@pytest.mark.parametrize("count, height, padding", [(2, 18, 1), (3, 6, 1), (3, 10, 0), (4, 16, 1)])
-def test_winograd_threads_never_add_into_the_same_input_gradient_rows(monkeypatch, count, height, padding):
-    """Deterministic race check: the tile-row ranges Winograd's backward hands to the threads
-    touch disjoint image rows (each tile adds into four), the rows it leaves out are done after
-    them, every tile row once; also with one tile row per thread."""
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("count, height, padding", [(2, 18, 1), (3, 6, 1), (3, 10, 0), (4, 16, 1), (2, 8, 1)])
+def test_winograd_threads_never_add_into_the_same_input_gradient_rows(monkeypatch, m, count, height, padding):
+    """Race check: every addition of tiles into the input gradient is timed, one tile row per
+    chunk, each made slow and the first thread's last one (the rows the second thread's first
+    tile row shares) slowest, so a thread that did not wait for it would overlap it. No two
+    additions from different threads that touch a common image row overlap in time, every tile
+    row is added once, and the result equals one thread's; also with one tile row per thread."""
     from xpnn.ops import winograd
 
-    handed, later = [], []
-    run = threads.run
-
-    def recording_run(work, pieces):
-        pieces = list(pieces)
-        if work.__name__ == "span_gradients":
-            handed.append(pieces)
-        return run(work, pieces)
-
-    monkeypatch.setattr(threads, "run", recording_run)
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
+    calls, lock = [], threading.Lock()
     transposed = winograd.input_tiles_transposed
-
-    def recording_transposed(tiles, image, first_row, pad):
-        later.append((first_row, tiles.shape[2]))
-        return transposed(tiles, image, first_row, pad)
-
-    monkeypatch.setattr(winograd, "input_tiles_transposed", recording_transposed)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3, 16, height + 2 - 2 * padding, 8))
     out_size = (height, 8 + 2 * padding - 2)
-    windows = winograd.WinogradWindows(x, (padding, padding), out_size)
+    windows = winograd.WinogradWindows(x, (padding, padding), out_size, m)
     weight = rng.normal(size=(1, 16, 16 * 9))
     grad = rng.normal(size=(1, 16, out_size[0] * out_size[1] * 3))
     one = windows.input_gradient(weight, grad)
-    later.clear()
-    handed.clear()
+    first_range_end = threads.ranges(windows.tile_grid[0], count)[0][1]
+
+    def recording_transposed(tiles, image, first_row, pad, *, m):
+        start = time.perf_counter()
+        time.sleep(0.2 if first_row + tiles.shape[2] == first_range_end else 0.01)
+        transposed(tiles, image, first_row, pad, m=m)
+        with lock:
+            calls.append((threading.get_ident(), first_row, tiles.shape[2], start, time.perf_counter()))
+
+    monkeypatch.setattr(winograd, "input_tiles_transposed", recording_transposed)
     with threads.parallel(count):
         split = windows.input_gradient(weight, grad)
     np.testing.assert_allclose(split, one, rtol=1e-12, atol=1e-12)
-    (pieces,) = handed
-    rows = [set(range(2 * first, 2 * stop + 2)) for first, stop in pieces if stop > first]
-    assert all(not (a & b) for k, a in enumerate(rows) for b in rows[k + 1:])
-    assert sorted(r for first, n in later for r in range(first, first + n)) == list(range(windows.tile_grid[0]))
+    assert len({thread for thread, *_ in calls}) == min(count, windows.tile_grid[0])
+    assert sorted(r for _, first, n, _, _ in calls for r in range(first, first + n)) == list(range(windows.tile_grid[0]))
+    for k, (thread, first, n, start, end) in enumerate(calls):
+        rows = set(range(m * first, m * (first + n) + 2))
+        for other, other_first, other_n, other_start, other_end in calls[k + 1:]:
+            if other != thread and rows & set(range(m * other_first, m * (other_first + other_n) + 2)):
+                assert end <= other_start or other_end <= start
 
 
 def test_padded_and_zeros_written_by_threads_equal_numpys(two_threads):

@@ -5,8 +5,9 @@ Also :func:`conv_transpose`, the transposed product that Conv2d's backward and C
 forward share: the (G, K, O) weight's transpose times a (G, O, P) batch-last operand, summed back
 into an image by ``col2im_batch_last``.
 
-Door: :func:`conv_windows` chooses, on NumPy, Winograd tiles (``ops.winograd``) for a 3x3,
-stride-1 convolution with enough channels on both sides (``WINOGRAD_MIN_CHANNELS``), and a direct
+Door: :func:`conv_windows` chooses, on NumPy, Winograd tiles (``ops.winograd``, F(4x4, 3x3) or
+for small outputs F(2x2, 3x3)) for a 3x3, stride-1 convolution with enough channels on both
+sides (``WINOGRAD_MIN_CHANNELS``), and a direct
 convolution with no window matrix (:class:`DirectWindows`) for an ungrouped stride-1 undilated
 layer with few outputs; else it keeps the whole (G, C/G*KH*KW, OH*OW*N) window matrix
 (:class:`WindowMatrix`), except on NumPy for another layer with few outputs per group, whose
@@ -23,13 +24,17 @@ from .gemm import matmul
 from .winograd import WinogradWindows
 from .windows import col2im_batch_last, im2col_batch_last, im2col_rows, padded_batch_last
 
-# On NumPy, a 3x3 stride-1 convolution with at least this many input and output channels, at least
-# WINOGRAD_MIN_PIXELS output pixels (OH*OW*N) and an even output height and width runs as Winograd
-# F(2x2, 3x3) (``ops.winograd``). With fewer channels or pixels the 16 thin GEMMs and the four
-# memory-bound tile transforms cost more than the 2.25 times fewer multiplications save; an odd
-# output computes a wasted half row and column of tiles (``bench/winograd.py``, ``bench/NOTES.md``).
+# On NumPy, a 3x3 stride-1 convolution with at least this many input and output channels and at
+# least WINOGRAD_MIN_PIXELS output pixels (OH*OW*N) runs as Winograd F(m x m, 3x3)
+# (``ops.winograd``), m = WINOGRAD_TILE (4, or 2 to keep to F(2x2, 3x3)). With fewer channels or pixels the thin GEMMs and the
+# memory-bound tile transforms cost more than the fewer multiplications save. F(4x4, 3x3) was
+# faster than F(2x2, 3x3) on every benchmark layer, even where its 4x4 tiles overhang a 14x14
+# output; F(2x2, 3x3) is kept for outputs smaller than a 4x4 tile, and takes only even ones (an
+# odd output would compute a wasted half row and column of tiles) (``bench/winograd.py``,
+# ``bench/NOTES.md``).
 WINOGRAD_MIN_CHANNELS = 16
 WINOGRAD_MIN_PIXELS = 8192
+WINOGRAD_TILE = 4
 
 # A NumPy layer with at most DIRECT_MAX_OUTPUTS outputs, stride 1, undilated and ungrouped,
 # convolves directly (DirectWindows: about twice as fast as streaming for LeNet's first layer and
@@ -57,8 +62,9 @@ def conv_windows(x, kernel, stride, padding, dilation, output_size, groups, outp
     ``matmul(weight, bias)``, ``weight_gradient(grad)``, ``input_gradient(weight, grad)`` and
     ``gradients(weight, grad, need_input)`` (both, in one pass where that saves work)."""
     numba = backend.fast_path(backend.namespace_of(x)) == "numba"
-    if numba and winograd_fits(x, kernel, stride, dilation, output_size, groups, outputs_per_group):
-        return WinogradWindows(x, padding, output_size)
+    tile = winograd_tile(x, kernel, stride, dilation, output_size, groups, outputs_per_group) if numba else None
+    if tile:
+        return WinogradWindows(x, padding, output_size, tile)
     direct = stride == (1, 1) and dilation == (1, 1) and groups == 1 and backend.kernel_dtype(x)
     if numba and direct and direct_fits(x.shape[1], outputs_per_group):
         return DirectWindows(x, kernel, padding, output_size)
@@ -76,17 +82,23 @@ def direct_fits(inputs, outputs):
     return threads.get_num_threads() > 1 and inputs <= DIRECT_THREADED_MAX_INPUTS and outputs <= DIRECT_THREADED_MAX_OUTPUTS
 
 
-def winograd_fits(x, kernel, stride, dilation, output_size, groups, outputs):
-    """Whether Winograd F(2x2, 3x3) computes this convolution, and pays on NumPy: 3x3, stride 1,
-    undilated, one group, float32 or float64, at least ``WINOGRAD_MIN_CHANNELS`` input and output
-    channels, at least ``WINOGRAD_MIN_PIXELS`` output pixels, and an output of whole 2x2 tiles
-    (even height and width)."""
+def winograd_tile(x, kernel, stride, dilation, output_size, groups, outputs):
+    """The m of the Winograd F(m x m, 3x3) that computes this convolution on NumPy, or None where
+    Winograd does not pay: it needs 3x3, stride 1, undilated, one group, float32 or float64, at
+    least ``WINOGRAD_MIN_CHANNELS`` input and output channels and at least
+    ``WINOGRAD_MIN_PIXELS`` output pixels. Then m is 4 when ``WINOGRAD_TILE`` is 4 and the output is
+    at least 4 pixels tall and wide, else 2 for an output of whole 2x2 tiles (even height and
+    width)."""
     (oh, ow), n = output_size, x.shape[0]
-    return (
+    fits = (
         kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1) and groups == 1 and backend.kernel_dtype(x)
         and min(x.shape[1], outputs) >= WINOGRAD_MIN_CHANNELS and oh * ow * n >= WINOGRAD_MIN_PIXELS
-        and oh % 2 == 0 and ow % 2 == 0
     )
+    if not fits:
+        return None
+    if WINOGRAD_TILE == 4 and min(oh, ow) >= 4:
+        return 4
+    return 2 if oh % 2 == 0 and ow % 2 == 0 else None
 
 
 def conv_transpose(weight, operand, image_shape, kernel, stride, padding, dilation, windows):

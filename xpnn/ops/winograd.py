@@ -1,21 +1,28 @@
-"""Winograd F(2x2, 3x3) convolution: a 3x3, stride-1 convolution as sixteen GEMMs over tiles,
-with 2.25 times fewer multiplications than im2col's one GEMM (Lavin and Gray, "Fast Algorithms
-for Convolutional Neural Networks", 2015).
+"""Winograd convolution F(m x m, 3x3), m = 2 or 4: a 3x3, stride-1 convolution as (m+2)^2 GEMMs
+over tiles, with 2.25 (m = 2) or 4 (m = 4) times fewer multiplications than im2col's one GEMM
+(Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2015).
 
-Each 2x2 block of output pixels is computed from the 4x4 input tile around it:
+Each m x m block of output pixels is computed from the (m+2) x (m+2) input tile around it:
 ``Y = A^T [(G w G^T) * (B^T d B)] A``, summed over input channels. The elementwise product summed
-over channels is, for each of the 16 tile positions, a GEMM of the (O, C) transformed weight with
-the (C, tiles) transformed input; the transforms are additions only. The backward pass is the
-transpose of the same steps: the output gradient's tiles ``A g A^T`` times the input tiles give
-the weight gradient (then ``G^T . G``), times the weight the input tiles' gradient (then
-``B . B^T``, added where tiles overlap).
+over channels is, for each of the (m+2)^2 tile positions, a GEMM of the (O, C) transformed weight
+with the (C, tiles) transformed input. The backward pass is the transpose of the same steps: the
+output gradient's tiles ``A g A^T`` times the input tiles give the weight gradient (then
+``G^T . G``), times the weight the input tiles' gradient (then ``B . B^T``, added where tiles
+overlap). F(4x4, 3x3) has fewer products and less transformed data per output pixel, but its
+transforms take more additions per tile and its matrices' larger entries (up to 8, and G's 1/24)
+cost float32 some accuracy (``bench/NOTES.md``).
 
 :class:`WinogradWindows` has the interface of ``ops.conv``'s window matrices, so Conv2d (and
-ConvTranspose2d's backward) use it unchanged; ``ops.conv.conv_windows`` chooses it. Door for the
-four tile transforms: the Numba loops (``xpnn.kernels.numba_winograd``) for C-contiguous float32
-or float64 NumPy arrays, else the portable strided-slice versions beside them, which compute the
-same terms in the same order (the input transform's transpose adds overlapping tiles in another
-order). The matrices below are the definition the tests check the transforms against."""
+ConvTranspose2d's backward) use it unchanged; ``ops.conv.conv_windows`` chooses it and its m.
+Door for the four tile transforms: the Numba loops (``xpnn.kernels.numba_winograd`` for m = 2,
+``numba_winograd4`` for m = 4) for C-contiguous float32 or float64 NumPy arrays, else the portable
+strided-slice versions below, which compute each value from :data:`TRANSFORMS`' matrices,
+coefficient by coefficient. For m = 2 the Numba loops add the same terms in the same order (the
+input transform's transpose adds overlapping tiles in another order); for m = 4 they share sums
+between rows and agree to round-off. The matrices are the definition the tests check against."""
+
+import threading
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,10 +30,31 @@ from .. import backend, threads
 from . import layout
 from .windows import padded_batch_last
 
-# The transforms of F(2x2, 3x3), as in Lavin and Gray: B^T (input), G (weight), A^T (output).
-INPUT_TRANSFORM = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
-WEIGHT_TRANSFORM = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
-OUTPUT_TRANSFORM = ((1, 1, 1, 0), (0, 1, -1, -1))
+
+class Transforms(NamedTuple):
+    """The matrices of F(m x m, 3x3): B^T ((m+2) x (m+2), input), G ((m+2) x 3, weight) and A^T
+    (m x (m+2), output)."""
+
+    input: tuple
+    weight: tuple
+    output: tuple
+
+
+# Lavin and Gray's matrices for tiles of m = 2 and m = 4 output pixels a side.
+TRANSFORMS = {
+    2: Transforms(
+        input=((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
+        weight=((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0)),
+        output=((1, 1, 1, 0), (0, 1, -1, -1)),
+    ),
+    4: Transforms(
+        input=((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0), (0, -2, -1, 2, 1, 0),
+               (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1)),
+        weight=((1 / 4, 0.0, 0.0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
+                (1 / 24, -1 / 12, 1 / 6), (0.0, 0.0, 1.0)),
+        output=((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1)),
+    ),
+}
 
 
 # The tiles are transformed, multiplied and transformed back a few tile rows at a time, the rows
@@ -38,21 +66,23 @@ CHUNK_BYTES = 1 << 21
 
 
 class WinogradWindows:
-    """A 3x3, stride-1, undilated, ungrouped convolution's input, kept as its zero-padded
-    batch-last (C, Hp, Wp, N) image, Hp = 2*TH + 2 for TH = ceil(OH/2) rows of tiles (W likewise).
-    ``matmul``, ``weight_gradient``, ``input_gradient`` and ``gradients`` are the convolution's
+    """A 3x3, stride-1, undilated, ungrouped convolution's input for Winograd F(m x m, 3x3) (``m``
+    = 2 or 4), kept as its zero-padded batch-last (C, Hp, Wp, N) image, Hp = m*TH + 2 for TH =
+    ceil(OH/m) rows of tiles (W likewise). ``matmul``, ``weight_gradient``, ``input_gradient`` and ``gradients`` are the convolution's
     products. Each runs over chunks of tile rows (``CHUNK_BYTES``): it transforms a chunk's
     tiles, multiplies them and transforms the products back while they are in cache. The
     backward pass transforms the input tiles again rather than keep them from the forward: that
     costs less than writing out and reading back four values per input pixel, and a layer keeps
     only its padded input."""
 
-    def __init__(self, x, padding, output_size):
+    def __init__(self, x, padding, output_size, m=2):
+        if m not in TRANSFORMS:
+            raise ValueError(f"Winograd tiles: expected m in {sorted(TRANSFORMS)}, got {m}")
         xp = backend.namespace_of(x)
-        self.xp = xp
+        self.xp, self.m, self.positions = xp, m, (m + 2) ** 2
         self.x_shape, self.padding, self.output_size = tuple(x.shape), padding, output_size
-        self.tile_grid = ((output_size[0] + 1) // 2, (output_size[1] + 1) // 2)
-        self.padded_size = (2 * self.tile_grid[0] + 2, 2 * self.tile_grid[1] + 2)
+        self.tile_grid = (-(-output_size[0] // m), -(-output_size[1] // m))
+        self.padded_size = (m * self.tile_grid[0] + 2, m * self.tile_grid[1] + 2)
         self.image = padded_batch_last(x, padding, self.padded_size)
 
     def _row_chunks(self, outputs, span=None):
@@ -60,7 +90,7 @@ class WinogradWindows:
         ``outputs`` channels."""
         span = (0, self.tile_grid[0]) if span is None else span
         n, c = self.x_shape[:2]
-        row_bytes = 16 * (c + outputs) * self.tile_grid[1] * n * (self.xp.finfo(self.image.dtype).bits // 8)
+        row_bytes = self.positions * (c + outputs) * self.tile_grid[1] * n * (self.xp.finfo(self.image.dtype).bits // 8)
         size = max(1, CHUNK_BYTES // max(row_bytes, 1))
         return [(first, min(span[1], first + size)) for first in range(span[0], span[1], size)]
 
@@ -70,27 +100,27 @@ class WinogradWindows:
         return threads.ranges(self.tile_grid[0], parts)
 
     def _flat(self, tiles):
-        return self.xp.reshape(tiles, (16, tiles.shape[1], -1))
+        return self.xp.reshape(tiles, (self.positions, tiles.shape[1], -1))
 
     def _tiles(self, flat, rows):
-        return self.xp.reshape(flat, (16, flat.shape[1], rows[1] - rows[0], self.tile_grid[1], self.x_shape[0]))
+        return self.xp.reshape(flat, (self.positions, flat.shape[1], rows[1] - rows[0], self.tile_grid[1], self.x_shape[0]))
 
     def _input_tiles(self, rows, buffers):
-        return self._flat(input_tiles(self.image, rows, self.tile_grid[1], buffers.take("input", self.x_shape[1], rows)))
+        return self._flat(input_tiles(self.image, rows, self.tile_grid[1], buffers.take("input", self.x_shape[1], rows), m=self.m))
 
     def _buffers(self, outputs, span):
         """The chunks of tile rows of ``span`` for a layer with ``outputs`` channels, and a
         :class:`_ChunkBuffers` for them."""
         chunks = self._row_chunks(outputs, span)
-        return chunks, _ChunkBuffers(self.xp, self.image, chunks[0][1] - chunks[0][0], self.tile_grid[1], self.x_shape[0])
+        return chunks, _ChunkBuffers(self.xp, self.image, self.positions, chunks[0][1] - chunks[0][0], self.tile_grid[1], self.x_shape[0])
 
     def _weight_tiles(self, weight):
-        """The (16, O, C) transformed weight ``G w G^T`` of a (1, O, C*9) grouped weight."""
+        """The ((m+2)^2, O, C) transformed weight ``G w G^T`` of a (1, O, C*9) grouped weight."""
         xp = self.xp
         o = weight.shape[1]
-        g = _transform_matrix(xp, WEIGHT_TRANSFORM, weight)
+        g = _transform_matrix(xp, TRANSFORMS[self.m].weight, weight)
         u = g @ xp.reshape(weight, (o, -1, 3, 3)) @ xp.matrix_transpose(g)
-        return xp.reshape(xp.permute_dims(u, (2, 3, 0, 1)), (16, o, -1))
+        return xp.reshape(xp.permute_dims(u, (2, 3, 0, 1)), (self.positions, o, -1))
 
     def matmul(self, weight, bias=None):
         """The convolution of the kept input with a (1, O, C*9) weight, plus ``bias`` (O values)
@@ -106,7 +136,7 @@ class WinogradWindows:
             chunks, buffers = self._buffers(o, (first, stop))
             for rows in chunks:
                 products = _matmul(u, self._input_tiles(rows, buffers), buffers.take("products", o, rows, flat=True))
-                output_tiles(self._tiles(products, rows), bias, out, rows[0])
+                output_tiles(self._tiles(products, rows), bias, out, rows[0], m=self.m)
 
         threads.run(span_products, self._thread_spans())
         return xp.reshape(out, (1, o, -1))
@@ -129,49 +159,53 @@ class WinogradWindows:
 
     def _backward(self, weight, grad, need_weight, need_input):
         """``(weight gradient or None, input gradient or None)``, each only when asked for. Each
-        xpnn thread takes a range of tile rows; as tiles overlap by two image rows, the first tile
-        row of every range but the first is left to the end, when the threads have finished, so no
-        two threads add into the same input-gradient rows."""
+        xpnn thread takes a range of tile rows and goes through its chunks from the last to the
+        first. As tiles overlap by two image rows, a range's first tile row adds into the rows of
+        the range before it's last: a thread adds its first chunk's input gradient only once the
+        thread before it has added its last chunk's, which that thread did first, so threads
+        rarely wait and never add into the same rows at once."""
         xp = self.xp
         o, (n, c) = grad.shape[1], self.x_shape[:2]
         grad_image = xp.reshape(grad, (o, *self.output_size, n))
         u_t = xp.matrix_transpose(self._weight_tiles(weight)) if need_input else None
         image = layout.zeros((c, *self.x_shape[2:], n), grad) if need_input else None
+        spans = self._thread_spans()
+        last_rows_added = [threading.Event() for _ in spans]
 
-        def span_gradients(first, stop):  # the summed (16, O, C) weight-gradient tiles of these rows, or None
-            if first >= stop:
-                return None
+        def span_gradients(k, first, stop):  # the summed ((m+2)^2, O, C) weight-gradient tiles of these rows, or None
             du = None
-            chunks, buffers = self._buffers(o, (first, stop))
-            for rows in chunks:
-                grad_tiles = self._flat(output_tiles_transposed(grad_image, rows, self.tile_grid[1], buffers.take("grad", o, rows)))
-                if need_weight:
-                    part = grad_tiles @ xp.matrix_transpose(self._input_tiles(rows, buffers))
-                    if du is None:
-                        du = part
-                    else:
-                        du += part
-                if need_input:
-                    tile_grads = _matmul(u_t, grad_tiles, buffers.take("products", c, rows, flat=True))
-                    input_tiles_transposed(self._tiles(tile_grads, rows), image, rows[0], self.padding)
+            try:
+                chunks, buffers = self._buffers(o, (first, stop))
+                for rows in reversed(chunks):
+                    grad_tiles = self._flat(output_tiles_transposed(grad_image, rows, self.tile_grid[1], buffers.take("grad", o, rows), m=self.m))
+                    if need_weight:
+                        part = grad_tiles @ xp.matrix_transpose(self._input_tiles(rows, buffers))
+                        if du is None:
+                            du = part
+                        else:
+                            du += part
+                    if need_input:
+                        tile_grads = _matmul(u_t, grad_tiles, buffers.take("products", c, rows, flat=True))
+                        if rows[0] == first and k:
+                            last_rows_added[k - 1].wait()
+                        input_tiles_transposed(self._tiles(tile_grads, rows), image, rows[0], self.padding, m=self.m)
+                    last_rows_added[k].set()  # first reached after the range's last chunk
+            finally:
+                last_rows_added[k].set()
             return du
 
-        spans = self._thread_spans()
-        deferred = need_input and len(spans) > 1  # every range's first row but the first range's
-        partials = threads.run(span_gradients, [(first + 1 if deferred and k else first, stop) for k, (first, stop) in enumerate(spans)])
-        partials += [span_gradients(first, first + 1) for first, _ in spans[1:]] if deferred else []
         du = None
-        for part in partials:
-            if part is not None:
-                du = part if du is None else du + part
+        for part in threads.run(span_gradients, [(k, *span) for k, span in enumerate(spans)]):
+            du = part if du is None else du + part
         return self._weight_gradient_from_tiles(du) if need_weight else None, image
 
     def _weight_gradient_from_tiles(self, du):
-        """``G^T dU G`` of the (16, O, C) summed tile products: the (1, C*9, O) weight gradient."""
+        """``G^T dU G`` of the ((m+2)^2, O, C) summed tile products: the (1, C*9, O) weight
+        gradient."""
         xp = self.xp
         o, c = du.shape[1:]
-        du = xp.permute_dims(xp.reshape(du, (4, 4, o, c)), (2, 3, 0, 1))
-        g = _transform_matrix(xp, WEIGHT_TRANSFORM, du)
+        du = xp.permute_dims(xp.reshape(du, (self.m + 2, self.m + 2, o, c)), (2, 3, 0, 1))
+        g = _transform_matrix(xp, TRANSFORMS[self.m].weight, du)
         return xp.matrix_transpose(xp.reshape(xp.matrix_transpose(g) @ du @ g, (1, o, c * 9)))
 
 
@@ -181,23 +215,23 @@ class _ChunkBuffers:
     than the transform on this machine). NumPy only; elsewhere ``take`` returns None and the
     doors allocate."""
 
-    def __init__(self, xp, like, rows, cols, n):
-        self.xp, self.like, self.size, self.cols, self.n = xp, like, rows, cols, n
+    def __init__(self, xp, like, positions, rows, cols, n):
+        self.xp, self.like, self.positions, self.size, self.cols, self.n = xp, like, positions, rows, cols, n
         self.arrays = {}
         self.numpy = backend.fast_path(xp) == "numba"
 
     def take(self, role, channels, rows, flat=False):
-        """A (16, channels, R, TW, N) array for tile rows ``rows`` (R of them), or its (16,
-        channels, R*TW*N) view when ``flat``; None off NumPy."""
+        """A (P, channels, R, TW, N) array for tile rows ``rows`` (R of them, P tile positions),
+        or its (P, channels, R*TW*N) view when ``flat``; None off NumPy."""
         if not self.numpy:
             return None
         if role not in self.arrays:
-            self.arrays[role] = self.xp.empty((16, channels, self.size * self.cols * self.n), dtype=self.like.dtype)
+            self.arrays[role] = self.xp.empty((self.positions, channels, self.size * self.cols * self.n), dtype=self.like.dtype)
         count = (rows[1] - rows[0]) * self.cols * self.n
         piece = self.arrays[role]
         if count != piece.shape[-1]:  # the last, shorter chunk: the buffer's start, C-contiguous
-            piece = self.xp.reshape(self.xp.reshape(piece, (-1,))[:16 * channels * count], (16, channels, count))
-        return piece if flat else self.xp.reshape(piece, (16, channels, rows[1] - rows[0], self.cols, self.n))
+            piece = self.xp.reshape(self.xp.reshape(piece, (-1,))[:self.positions * channels * count], (self.positions, channels, count))
+        return piece if flat else self.xp.reshape(piece, (self.positions, channels, rows[1] - rows[0], self.cols, self.n))
 
 
 def _matmul(a, b, out):
@@ -211,128 +245,155 @@ def _transform_matrix(xp, rows, like):
     return xp.asarray(rows, dtype=like.dtype, device=backend.device_of(like))
 
 
-def input_tiles(image, tile_rows, tile_cols, out=None):
-    """The (16, C, R, TW, N) tiles ``B^T d B`` of tile rows ``tile_rows`` = (first, stop), R of
-    them, of a padded (C, Hp, 2*TW+2, N) image (Hp >= 2*stop + 2).
-
-    Door: ``numba_winograd.input_tiles`` on NumPy, else :func:`input_tiles_portable`."""
-    if backend.numba_fits(image):
+def _compiled(m):
+    """The Numba module of F(m x m, 3x3)'s transforms."""
+    if m == 2:
         from ..kernels import numba_winograd
 
-        return numba_winograd.input_tiles(image, tile_rows, tile_cols, out)
-    return input_tiles_portable(image, tile_rows, tile_cols)
+        return numba_winograd
+    from ..kernels import numba_winograd4
+
+    return numba_winograd4
 
 
-def input_tiles_portable(image, tile_rows, tile_cols):
-    """:func:`input_tiles` in Array API calls: the 16 strided tile views, combined."""
+def _combination(coefficients, terms):
+    """``sum(c * t)`` over the nonzero coefficients, in order; a coefficient of 1 or -1 adds or
+    subtracts its term without a multiplication."""
+    total = None
+    for c, term in zip(coefficients, terms):
+        if c == 0:
+            continue
+        part = term if abs(c) == 1 else float(abs(c)) * term
+        if total is None:
+            total = part if c > 0 else -part
+        else:
+            total = total + part if c > 0 else total - part
+    return total
+
+
+def _columns(matrix):
+    return [[row[k] for row in matrix] for k in range(len(matrix[0]))]
+
+
+def input_tiles(image, tile_rows, tile_cols, out=None, *, m):
+    """The ((m+2)^2, C, R, TW, N) tiles ``B^T d B`` of tile rows ``tile_rows`` = (first, stop), R
+    of them, of a padded (C, Hp, m*TW+2, N) image (Hp >= m*stop + 2), written into ``out`` when
+    given (NumPy).
+
+    Door: ``numba_winograd.input_tiles`` (m = 2) or ``numba_winograd4.input_tiles`` (m = 4) on
+    NumPy, else :func:`input_tiles_portable`."""
+    if backend.numba_fits(image):
+        return _compiled(m).input_tiles(image, tile_rows, tile_cols, out)
+    return input_tiles_portable(image, tile_rows, tile_cols, m=m)
+
+
+def input_tiles_portable(image, tile_rows, tile_cols, *, m):
+    """:func:`input_tiles` in Array API calls: the (m+2)^2 strided tile views, combined by B^T's
+    rows, then by its rows again for the columns."""
     xp = backend.namespace_of(image)
-    image = image[:, 2 * tile_rows[0]:2 * tile_rows[1] + 2, ...]
+    size, b_t = m + 2, TRANSFORMS[m].input
+    image = image[:, m * tile_rows[0]:m * tile_rows[1] + 2, ...]
     rows, cols, (c, n) = tile_rows[1] - tile_rows[0], tile_cols, (image.shape[0], image.shape[-1])
-    d = [[image[:, i:i + 2 * rows - 1:2, j:j + 2 * cols - 1:2, :] for j in range(4)] for i in range(4)]
-    t = [[d[0][j] - d[2][j] for j in range(4)], [d[1][j] + d[2][j] for j in range(4)],
-         [d[2][j] - d[1][j] for j in range(4)], [d[1][j] - d[3][j] for j in range(4)]]
-    tiles = xp.empty((16, c, rows, cols, n), dtype=image.dtype, device=backend.device_of(image))
-    for i in range(4):
-        tiles[4 * i, ...] = t[i][0] - t[i][2]
-        tiles[4 * i + 1, ...] = t[i][1] + t[i][2]
-        tiles[4 * i + 2, ...] = t[i][2] - t[i][1]
-        tiles[4 * i + 3, ...] = t[i][1] - t[i][3]
+    d = [[image[:, i:i + m * (rows - 1) + 1:m, j:j + m * (cols - 1) + 1:m, :] for j in range(size)] for i in range(size)]
+    t = [[_combination(b_t[i], [d[k][j] for k in range(size)]) for j in range(size)] for i in range(size)]
+    tiles = xp.empty((size * size, c, rows, cols, n), dtype=image.dtype, device=backend.device_of(image))
+    for i in range(size):
+        for j in range(size):
+            tiles[size * i + j, ...] = _combination(b_t[j], t[i])
     return tiles
 
 
-def output_tiles(products, bias, out, first_row):
-    """Write ``A^T m A + bias`` of (16, O, R, TW, N) tile products, tile rows first_row onwards,
-    into their rows of the (O, OH, OW, N) image ``out``.
+def output_tiles(products, bias, out, first_row, *, m):
+    """Write ``A^T p A + bias`` of ((m+2)^2, O, R, TW, N) tile products, tile rows first_row
+    onwards, into their rows of the (O, OH, OW, N) image ``out`` (the last tile row and column
+    cropped at its edge).
 
-    Door: ``numba_winograd.output_tiles`` on NumPy, else :func:`output_tiles_portable`."""
+    Door: ``numba_winograd.output_tiles`` (m = 2) or ``numba_winograd4.output_tiles`` (m = 4) on
+    NumPy, else :func:`output_tiles_portable`."""
     if backend.numba_fits(products, bias, out):
-        from ..kernels import numba_winograd
-
-        return numba_winograd.output_tiles(products, bias, out, first_row)
-    return output_tiles_portable(products, bias, out, first_row)
+        return _compiled(m).output_tiles(products, bias, out, first_row)
+    return output_tiles_portable(products, bias, out, first_row, m=m)
 
 
-def output_tiles_portable(products, bias, out, first_row):
-    """:func:`output_tiles` in Array API calls: each of the four output offsets of every tile
-    written through one strided view of the chunk's rows, whose odd edge is then cropped."""
+def output_tiles_portable(products, bias, out, first_row, *, m):
+    """:func:`output_tiles` in Array API calls: each of the m x m output offsets of every tile
+    written through one strided view of the chunk's rows, whose edge is then cropped."""
     xp = backend.namespace_of(products)
+    size, a_t = m + 2, TRANSFORMS[m].output
     _, o, rows, cols, n = products.shape
-    top, (height, width) = 2 * first_row, out.shape[1:3]
-    m = [[products[4 * i + j, ...] for j in range(4)] for i in range(4)]
-    s = [[m[0][j] + m[1][j] + m[2][j] for j in range(4)], [m[1][j] - m[2][j] - m[3][j] for j in range(4)]]
+    top, (height, width) = m * first_row, out.shape[1:3]
+    p = [[products[size * i + j, ...] for j in range(size)] for i in range(size)]
+    s = [[_combination(a_t[a], [p[i][j] for i in range(size)]) for j in range(size)] for a in range(m)]
     b = xp.reshape(bias, (o, 1, 1, 1))
-    whole = xp.empty((o, 2 * rows, 2 * cols, n), dtype=products.dtype, device=backend.device_of(products))
-    for a in range(2):
-        whole[:, a::2, 0::2, :] = s[a][0] + s[a][1] + s[a][2] + b
-        whole[:, a::2, 1::2, :] = s[a][1] - s[a][2] - s[a][3] + b
-    bottom = min(height, top + 2 * rows)
+    whole = xp.empty((o, m * rows, m * cols, n), dtype=products.dtype, device=backend.device_of(products))
+    for a in range(m):
+        for c in range(m):
+            whole[:, a::m, c::m, :] = _combination(a_t[c], s[a]) + b
+    bottom = min(height, top + m * rows)
     out[:, top:bottom, ...] = whole[:, :bottom - top, :width, :]
 
 
-def output_tiles_transposed(grad, tile_rows, tile_cols, out=None):
-    """The transpose of :func:`output_tiles` (bias aside): the (16, O, R, TW, N) tiles
+def output_tiles_transposed(grad, tile_rows, tile_cols, out=None, *, m):
+    """The transpose of :func:`output_tiles` (bias aside): the ((m+2)^2, O, R, TW, N) tiles
     ``A g A^T`` of tile rows ``tile_rows`` = (first, stop) of an (O, OH, OW, N) gradient, zeros
-    beyond an odd edge.
+    beyond its edge; written into ``out`` when given (NumPy).
 
-    Door: ``numba_winograd.output_tiles_transposed`` on NumPy, else
+    Door: ``numba_winograd.output_tiles_transposed`` (m = 2) or
+    ``numba_winograd4.output_tiles_transposed`` (m = 4) on NumPy, else
     :func:`output_tiles_transposed_portable`."""
     if backend.numba_fits(grad):
-        from ..kernels import numba_winograd
-
-        return numba_winograd.output_tiles_transposed(grad, tile_rows, tile_cols, out)
-    return output_tiles_transposed_portable(grad, tile_rows, tile_cols)
+        return _compiled(m).output_tiles_transposed(grad, tile_rows, tile_cols, out)
+    return output_tiles_transposed_portable(grad, tile_rows, tile_cols, m=m)
 
 
-def output_tiles_transposed_portable(grad, tile_rows, tile_cols):
-    """:func:`output_tiles_transposed` in Array API calls over the four strided output views."""
+def output_tiles_transposed_portable(grad, tile_rows, tile_cols, *, m):
+    """:func:`output_tiles_transposed` in Array API calls over the m x m strided output views,
+    combined by A's rows (A^T's columns)."""
     xp = backend.namespace_of(grad)
-    grad = grad[:, 2 * tile_rows[0]:min(2 * tile_rows[1], grad.shape[1]), ...]
+    size, a = m + 2, _columns(TRANSFORMS[m].output)
+    grad = grad[:, m * tile_rows[0]:min(m * tile_rows[1], grad.shape[1]), ...]
     rows, cols, (o, height, width, n) = tile_rows[1] - tile_rows[0], tile_cols, grad.shape
-    if (height, width) != (2 * rows, 2 * cols):
-        full = xp.zeros((o, 2 * rows, 2 * cols, n), dtype=grad.dtype, device=backend.device_of(grad))
+    if (height, width) != (m * rows, m * cols):
+        full = xp.zeros((o, m * rows, m * cols, n), dtype=grad.dtype, device=backend.device_of(grad))
         full[:, :height, :width, :] = grad
         grad = full
-    g = [[grad[:, a::2, b::2, :] for b in range(2)] for a in range(2)]
-    s = [[g[0][b] for b in range(2)], [g[0][b] + g[1][b] for b in range(2)],
-         [g[0][b] - g[1][b] for b in range(2)], [-g[1][b] for b in range(2)]]
-    tiles = xp.empty((16, o, rows, cols, n), dtype=grad.dtype, device=backend.device_of(grad))
-    for i in range(4):
-        tiles[4 * i, ...] = s[i][0]
-        tiles[4 * i + 1, ...] = s[i][0] + s[i][1]
-        tiles[4 * i + 2, ...] = s[i][0] - s[i][1]
-        tiles[4 * i + 3, ...] = -s[i][1]
+    g = [[grad[:, r::m, c::m, :] for c in range(m)] for r in range(m)]
+    s = [[_combination(a[i], [g[r][c] for r in range(m)]) for c in range(m)] for i in range(size)]
+    tiles = xp.empty((size * size, o, rows, cols, n), dtype=grad.dtype, device=backend.device_of(grad))
+    for i in range(size):
+        for j in range(size):
+            tiles[size * i + j, ...] = _combination(a[j], s[i])
     return tiles
 
 
-def input_tiles_transposed(tiles, image, first_row, padding):
-    """The transpose of :func:`input_tiles`: add the gradient of (16, C, R, TW, N) tiles, tile
-    rows first_row onwards of the image padded by ``padding`` = (ph, pw), into the unpadded
+def input_tiles_transposed(tiles, image, first_row, padding, *, m):
+    """The transpose of :func:`input_tiles`: add the gradient of ((m+2)^2, C, R, TW, N) tiles,
+    tile rows first_row onwards of the image padded by ``padding`` = (ph, pw), into the unpadded
     (C, H, W, N) ``image``: each tile's ``B v B^T`` where it lies (tiles overlap by two rows and
     columns), what falls on the padding left out.
 
-    Door: ``numba_winograd.input_tiles_transposed`` on NumPy, else
+    Door: ``numba_winograd.input_tiles_transposed`` (m = 2) or
+    ``numba_winograd4.input_tiles_transposed`` (m = 4) on NumPy, else
     :func:`input_tiles_transposed_portable`."""
     if backend.numba_fits(tiles, image):
-        from ..kernels import numba_winograd
-
-        return numba_winograd.input_tiles_transposed(tiles, image, first_row, padding)
-    return input_tiles_transposed_portable(tiles, image, first_row, padding)
+        return _compiled(m).input_tiles_transposed(tiles, image, first_row, padding)
+    return input_tiles_transposed_portable(tiles, image, first_row, padding, m=m)
 
 
-def input_tiles_transposed_portable(tiles, image, first_row, padding):
-    """:func:`input_tiles_transposed` in Array API calls: one strided add per tile position into
-    a zero padded image, whose interior is then added into ``image``."""
+def input_tiles_transposed_portable(tiles, image, first_row, padding, *, m):
+    """:func:`input_tiles_transposed` in Array API calls: each tile position's ``B v B^T`` (B's
+    rows are B^T's columns) added through one strided view into a zero padded image, whose
+    interior is then added into ``image``."""
     xp = backend.namespace_of(tiles)
+    size, b = m + 2, _columns(TRANSFORMS[m].input)
     _, c, rows, cols, n = tiles.shape
     (ph, pw), (h, w) = padding, tuple(image.shape[1:3])
-    padded = xp.zeros((c, max(h + 2 * ph, 2 * (first_row + rows) + 2), max(w + 2 * pw, 2 * cols + 2), n),
+    padded = xp.zeros((c, max(h + 2 * ph, m * (first_row + rows) + 2), max(w + 2 * pw, m * cols + 2), n),
                       dtype=tiles.dtype, device=backend.device_of(tiles))
-    v = [[tiles[4 * i + j, ...] for j in range(4)] for i in range(4)]
-    t = [v[0], [v[1][j] - v[2][j] + v[3][j] for j in range(4)], [v[1][j] + v[2][j] - v[0][j] for j in range(4)],
-         [-v[3][j] for j in range(4)]]
-    top = 2 * first_row
-    for i in range(4):
-        parts = (t[i][0], t[i][1] - t[i][2] + t[i][3], t[i][1] + t[i][2] - t[i][0], -t[i][3])
-        for j in range(4):
-            padded[:, top + i:top + i + 2 * rows - 1:2, j:j + 2 * cols - 1:2, :] += parts[j]
+    v = [[tiles[size * i + j, ...] for j in range(size)] for i in range(size)]
+    t = [[_combination(b[k], [v[i][j] for i in range(size)]) for j in range(size)] for k in range(size)]
+    top = m * first_row
+    for k in range(size):
+        for j in range(size):
+            padded[:, top + k:top + k + m * (rows - 1) + 1:m, j:j + m * (cols - 1) + 1:m, :] += _combination(b[j], t[k])
     image += padded[:, ph:ph + h, pw:pw + w, :]
