@@ -294,3 +294,39 @@ def test_relu_gradient_of_another_dtype_promotes_as_the_portable_multiply(rng, g
     expected = activation.relu_portable(x)[1](grad)
     assert got.dtype == expected.dtype
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads_count", [1, 2])
+@pytest.mark.parametrize("batch_last", [False, True])
+def test_dropout_numba_path_equals_its_portable_twin_bit_for_bit(monkeypatch, rng, dtype, threads_count, batch_last):
+    """ops.dropout on NumPy (one compiled pass each way, a uint8 keep mask) against the portable
+    comparison and multiply run on array_api_strict with the same draws: equal outputs and
+    gradients, NaN and infinite inputs included (0 times them stays NaN where dropped), laid out
+    like the input, also split over two xpnn threads."""
+    import array_api_strict
+
+    from xpnn import ops, threads
+    from xpnn.ops.dropout import dropout_portable
+
+    monkeypatch.setattr(threads, "SPLIT_MIN_ELEMENTS", 1)
+    memory = rng.normal(size=(3, 4, 5, 6)).astype(dtype)
+    memory[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]
+    x = memory.transpose(3, 0, 1, 2) if batch_last else memory
+    uniform = rng.random(size=memory.shape).astype(dtype)
+    uniform = uniform.transpose(3, 0, 1, 2) if batch_last else uniform
+    grad = rng.normal(size=memory.shape).astype(dtype)
+    grad[1, 0, 0, :2] = [np.nan, -1.0]
+    grad = grad.transpose(3, 0, 1, 2) if batch_last else grad
+    with threads.parallel(threads_count):
+        y, backward = ops.dropout(x, uniform, 0.3)
+        g = backward(grad)
+    strict = array_api_strict.asarray
+    with np.errstate(invalid="ignore"):  # infinity times a dropped 0
+        y_twin, backward_twin = dropout_portable(strict(x), strict(uniform), 0.3)
+        g_twin = np.asarray(backward_twin(strict(grad)))
+        other = backward(grad.astype(np.float64 if dtype == np.float32 else np.float32))  # another dtype: NumPy's multiply
+    np.testing.assert_array_equal(y, np.asarray(y_twin))
+    np.testing.assert_array_equal(g, g_twin)
+    assert y.strides == x.strides and g.strides == grad.strides
+    np.testing.assert_allclose(other, g_twin.astype(other.dtype), rtol=1e-6)

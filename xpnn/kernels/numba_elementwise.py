@@ -51,9 +51,7 @@ def relu(x):
     """``(max(x, 0), mask)`` in one pass, the uint8 0/1 mask marking x > 0 (a quarter of a
     float32 mask's memory traffic, each way), both laid out like ``x``, for a non-empty
     float32/float64 ``x`` without gaps in some axis order (``backend.flat_in_memory_order``)."""
-    out = np.empty_like(x)
-    mask = np.empty(x.shape, dtype=np.uint8)
-    mask = np.lib.stride_tricks.as_strided(mask, strides=tuple(s // x.itemsize for s in x.strides))
+    out, mask = np.empty_like(x), _uint8_like(x)
     flat = backend.flat_in_memory_order
     x1, out1, mask1 = flat(x), flat(out), flat(mask)
     threads.run(lambda s, e: _relu(x1[s:e], out1[s:e], mask1[s:e]), threads.spans(x1.size))
@@ -76,6 +74,56 @@ def relu_backward(grad, mask):
     out = np.empty_like(grad)
     grad1, mask1, out1 = flat(grad), flat(mask), flat(out)
     threads.run(lambda s, e: _relu_backward(grad1[s:e], mask1[s:e], out1[s:e]), threads.spans(grad1.size))
+    return out
+
+
+@numba.njit(error_model="numpy", cache=True, nogil=True)
+def _dropout(x, uniform, p, scale, out, keep):
+    zero = scale - scale
+    for i in range(x.size):
+        kept = uniform[i] >= p
+        keep[i] = 1 if kept else 0
+        out[i] = x[i] * (scale if kept else zero)  # a multiply, as the portable version: NaN stays NaN
+
+
+def _uint8_like(x):
+    """An uninitialised uint8 array of ``x``'s shape laid out like ``x`` (its strides in elements)."""
+    mask = np.empty(x.shape, dtype=np.uint8)
+    return np.lib.stride_tricks.as_strided(mask, strides=tuple(s // x.itemsize for s in x.strides))
+
+
+def dropout(x, uniform, p):
+    """``(x * mask, keep)`` in one pass: ``keep`` the uint8 0/1 marks of ``uniform >= p``, the
+    mask ``1/(1-p)`` where kept and 0 elsewhere, in ``x``'s dtype; ``x`` (float32 or float64,
+    without gaps in some axis order) and ``uniform`` (of x's dtype) laid out alike, the outputs
+    too."""
+    dtype = x.dtype.type
+    out, keep = np.empty_like(x), _uint8_like(x)
+    flat = backend.flat_in_memory_order
+    x1, u1, out1, keep1 = flat(x), flat(uniform), flat(out), flat(keep)
+    p1, scale = dtype(p), dtype(1 / (1 - p))
+    threads.run(lambda s, e: _dropout(x1[s:e], u1[s:e], p1, scale, out1[s:e], keep1[s:e]), threads.spans(x1.size))
+    return out, keep
+
+
+@numba.njit(error_model="numpy", cache=True, nogil=True)
+def _dropout_backward(grad, keep, scale, out):
+    zero = scale - scale
+    for i in range(grad.size):
+        out[i] = grad[i] * (scale if keep[i] else zero)
+
+
+def dropout_backward(grad, keep, p, dtype):
+    """``grad * mask`` for :func:`dropout`'s ``keep`` marks and ``p`` (the mask in ``dtype``, the
+    forward input's): one pass when ``grad`` is of that dtype and laid out like ``keep``, else
+    NumPy's multiply by the mask."""
+    scale = np.dtype(dtype).type(1 / (1 - p))
+    flat = backend.flat_in_memory_order
+    if grad.dtype != dtype or grad.strides != tuple(s * grad.itemsize for s in keep.strides) or flat(grad) is None:
+        return grad * (keep.astype(dtype) * scale)
+    out = np.empty_like(grad)
+    grad1, keep1, out1 = flat(grad), flat(keep), flat(out)
+    threads.run(lambda s, e: _dropout_backward(grad1[s:e], keep1[s:e], scale, out1[s:e]), threads.spans(grad1.size))
     return out
 
 

@@ -8,9 +8,9 @@ from .module import Module
 class _DropoutBase(Module):
     """Shared by Dropout and Dropout2d: a 0/1 mask scaled by 1/(1-p), drawn each training forward
     in the input's dtype (Dropout's in the input's memory order) and multiplied in (backward
-    multiplies by the same mask)."""
+    multiplies by the same mask), through ``ops.dropout``."""
 
-    _cache = ("_mask",)  # what only backward needs: dropped by a forward under nn.no_grad()
+    _cache = ("_backward",)  # what only backward needs: dropped by a forward under nn.no_grad()
 
     def __init__(self, p=0.5, generator=None):
         super().__init__()
@@ -18,14 +18,14 @@ class _DropoutBase(Module):
             raise ConfigError(f"{type(self).__name__}: expected a drop probability p in [0, 1), got {p}")
         self.p = float(p)
         self.generator = generator
-        self._mask = None
+        self._backward = None
 
     def _mask_shape(self, x):
         raise NotImplementedError
 
     def forward(self, x):
         if not self.training or self.p == 0:
-            self._mask = None
+            self._backward = None
             return x
         xp = backend.namespace_of(x)
         rng = random.default_generator() if self.generator is None else self.generator
@@ -34,14 +34,14 @@ class _DropoutBase(Module):
         def draw(memory_shape):
             return backend.uniform(memory_shape, xp, x.dtype, rng, backend.device_of(x))
 
-        # drawn in x's memory order (batch-last from Conv2d), so the products below run through
-        # both arrays in order and hand that layout on
-        keep = (ops.layout.in_memory_order_of(x, draw, shape) if shape == tuple(x.shape) else draw(shape)) >= self.p
-        self._mask = xp.astype(keep, x.dtype) * (1 / (1 - self.p))
-        return x * self._mask
+        # drawn in x's memory order (batch-last from Conv2d), so the products run through both
+        # arrays in order and hand that layout on
+        uniform = ops.layout.in_memory_order_of(x, draw, shape) if shape == tuple(x.shape) else draw(shape)
+        y, self._backward = ops.dropout(x, uniform, self.p)
+        return y
 
     def backward(self, grad):
-        return grad if self._mask is None else grad * self._mask
+        return grad if self._backward is None else self._backward(grad)
 
     def extra_repr(self):
         return f"p={self.p}"
