@@ -243,7 +243,7 @@ def test_conv2d_in_row_pieces_equals_one_window_matrix(monkeypatch, rng, shape, 
         results[name] = (y.copy(), layer.backward(grad).copy(), layer.weight.grad.copy(), layer.bias.grad.copy())
         pieces = [stop - start for start, stop, _ in layer._windows.pieces()]
         assert sum(pieces) == y.size // out
-        if name == "whole":
+        if name == "whole" or isinstance(layer._windows, conv.PointwiseWindows):  # a 1x1 layer's windows are its input
             assert len(pieces) == 1
         elif piece_bytes == 1:
             assert len(pieces) == y.shape[2]  # one output row each
@@ -273,6 +273,9 @@ def test_direct_convolution_equals_the_window_matrix_and_its_portable_twin(rng, 
     bias = rng.normal(size=o).astype(dtype)
     grad = rng.normal(size=(1, o, out_size[0] * out_size[1] * n)).astype(dtype)
     windows = conv.conv_windows(x, *geometry, 1, o)
+    if kernel == (1, 1) and padding == (0, 0):  # the door takes the input itself as its windows
+        assert isinstance(windows, conv.PointwiseWindows)
+        windows = conv.DirectWindows(x, kernel, padding, out_size)
     assert isinstance(windows, conv.DirectWindows)
     matrix = conv.WindowMatrix(x, *geometry, 1)
     strict = array_api_strict.asarray
@@ -317,3 +320,47 @@ def test_only_few_output_stride_one_layers_convolve_directly():
         assert kind(x, conv.DIRECT_THREADED_MAX_OUTPUTS + 1) == "WindowMatrix"
         assert kind(wide_in, conv.DIRECT_MAX_OUTPUTS + 1) == "WindowMatrix"
         assert kind(x, 12, stride=2) == "WindowMatrix"
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("batch_last", [True, False])
+def test_pointwise_windows_are_the_input_itself_and_equal_the_window_matrix(backend, rng, groups, batch_last):
+    """A 1x1, stride-1, unpadded convolution (PointwiseWindows, on every namespace): the window
+    matrix is the batch-last input without a copy when the input is laid out so (else one copy),
+    and the forward (with and without bias), weight gradient and input gradient equal the
+    window matrix's (im2col and col2im)."""
+    from xpnn.ops import conv
+
+    memory = rng.normal(size=(4, 5, 3, 2))  # (C, H, W, N)
+    x_np = memory.transpose(3, 0, 1, 2) if batch_last else np.ascontiguousarray(memory.transpose(3, 0, 1, 2))
+    x = x_np if backend.name == "numpy" else backend.asarray(x_np)
+    geometry = ((1, 1), (1, 1), (0, 0), (1, 1), (5, 3))
+    windows = conv.conv_windows(x, *geometry, groups, 6 // groups)
+    assert isinstance(windows, conv.PointwiseWindows)
+    if backend.name == "numpy" and batch_last:
+        assert np.shares_memory(windows.cols, x_np)
+    reference = conv.WindowMatrix(x_np, *geometry, groups)
+    weight = rng.normal(size=(groups, 6 // groups, 4 // groups))
+    bias = rng.normal(size=6)
+    grad = rng.normal(size=(groups, 6 // groups, 5 * 3 * 2))
+    be_weight, be_grad = backend.asarray(weight), backend.asarray(grad)
+
+    def close(got, expected):
+        np.testing.assert_allclose(xb.to_numpy(got), expected, rtol=1e-12, atol=1e-12)
+
+    close(windows.matmul(be_weight, backend.asarray(bias)), reference.matmul(weight, bias))
+    close(windows.matmul(be_weight), reference.matmul(weight))
+    grad_w, grad_x = windows.gradients(be_weight, be_grad, True)
+    close(grad_w, reference.weight_gradient(grad))
+    close(grad_x, reference.input_gradient(weight, grad))
+    assert tuple(grad_x.shape) == (4, 5, 3, 2)
+
+
+def test_only_a_1x1_stride_1_unpadded_convolution_takes_the_input_as_its_windows(rng):
+    from xpnn.ops import conv
+
+    x = rng.normal(size=(2, 4, 6, 6))
+    assert isinstance(conv.conv_windows(x, (1, 1), (1, 1), (0, 0), (1, 1), (6, 6), 1, 3), conv.PointwiseWindows)
+    assert not isinstance(conv.conv_windows(x, (1, 1), (2, 2), (0, 0), (1, 1), (3, 3), 1, 3), conv.PointwiseWindows)
+    assert not isinstance(conv.conv_windows(x, (1, 1), (1, 1), (1, 1), (1, 1), (8, 8), 1, 3), conv.PointwiseWindows)
+    assert not isinstance(conv.conv_windows(x, (3, 3), (1, 1), (1, 1), (1, 1), (6, 6), 1, 3), conv.PointwiseWindows)

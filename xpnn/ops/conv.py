@@ -5,16 +5,17 @@ Also :func:`conv_transpose`, the transposed product that Conv2d's backward and C
 forward share: the (G, K, O) weight's transpose times a (G, O, P) batch-last operand, summed back
 into an image by ``col2im_batch_last``.
 
-Door: :func:`conv_windows` chooses, on NumPy, Winograd tiles (``ops.winograd``, F(4x4, 3x3) or
-for small outputs F(2x2, 3x3)) for a 3x3, stride-1 convolution with enough channels on both
-sides (``WINOGRAD_MIN_CHANNELS``), and a direct
+Door: :func:`conv_windows` takes the input itself as the window matrix of a 1x1, stride-1,
+unpadded convolution on every namespace (:class:`PointwiseWindows`). On NumPy it chooses Winograd
+tiles (``ops.winograd``, F(4x4, 3x3) or for small outputs F(2x2, 3x3)) for a 3x3, stride-1
+convolution with enough channels on both sides (``WINOGRAD_MIN_CHANNELS``), and a direct
 convolution with no window matrix (:class:`DirectWindows`) for an ungrouped stride-1 undilated
 layer with few outputs; else it keeps the whole (G, C/G*KH*KW, OH*OW*N) window matrix
 (:class:`WindowMatrix`), except on NumPy for another layer with few outputs per group, whose
 windows are unfolded again, a few output rows at a time, each time a product needs them
 (:class:`StreamedWindows`): with so few rows of weights OpenBLAS streams the matrix at memory
 speed, so products over pieces that stay in cache are faster, and only the padded input is kept.
-CuPy and the other namespaces always take the window matrix. The measurements behind the
+CuPy and the other namespaces otherwise take the window matrix. The measurements behind the
 constants are in ``bench/NOTES.md``."""
 
 import numpy as np
@@ -61,6 +62,8 @@ def conv_windows(x, kernel, stride, padding, dilation, output_size, groups, outp
     validated, as ``window_geometry`` returns them) and ``groups``: an object with
     ``matmul(weight, bias)``, ``weight_gradient(grad)``, ``input_gradient(weight, grad)`` and
     ``gradients(weight, grad, need_input)`` (both, in one pass where that saves work)."""
+    if kernel == (1, 1) and stride == (1, 1) and padding == (0, 0):
+        return PointwiseWindows(x, groups)
     numba = backend.fast_path(backend.namespace_of(x)) == "numba"
     tile = winograd_tile(x, kernel, stride, dilation, output_size, groups, outputs_per_group) if numba else None
     if tile:
@@ -173,6 +176,28 @@ class WindowMatrix(_Windows):
     def weight_gradient(self, grad):
         """``windows @ grad^T`` for the (G, O, OH*OW*N) output gradient: (G, K, O)."""
         return weight_gradient(self.xp, self.cols, grad)
+
+
+class PointwiseWindows(WindowMatrix):
+    """A 1x1, stride-1, unpadded convolution's windows: the batch-last input itself, as (G, C/G,
+    H*W*N), with no im2col copy (a view when the input is laid out batch-last, as a layer's output
+    is; one copy otherwise). The products are a window matrix's; the input gradient, the weight's
+    transpose times the output gradient, is already the (C, H, W, N) image, with no col2im. Every
+    namespace."""
+
+    def __init__(self, x, groups):
+        xp = backend.namespace_of(x)
+        n, c, h, w = x.shape
+        image = backend.c_contiguous(xp.permute_dims(x, (1, 2, 3, 0)))
+        self.xp = xp
+        self.cols = xp.reshape(image, (groups, c // groups, h * w * n))
+        self._keep_geometry(x, (1, 1), (1, 1), (0, 0), (1, 1), (h, w))
+
+    def input_gradient(self, weight, grad):
+        """``weight^T @ grad`` for the (G, O, C/G) weight and (G, O, H*W*N) output gradient: the
+        (C, H, W, N) input gradient."""
+        n, c, h, w = self.x_shape
+        return self.xp.reshape(matmul(self.xp.matrix_transpose(weight), grad), (c, h, w, n))
 
 
 class DirectWindows(_Windows):
