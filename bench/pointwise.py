@@ -1,8 +1,10 @@
 """Does a 1x1 convolution gain from taking its batch-last input as the window matrix
-(``ops.conv.PointwiseWindows``) instead of im2col's copy and col2im's sum? Times a Conv2d layer's
-forward and its training step (forward, weight and input gradients) both ways, side by side
-(alternating blocks, median), float32, on NumPy, at the shapes of bottleneck and option-B
-shortcut layers, on xpnn's threads as ``Trainer`` would choose them. Run from the repository root:
+(``ops.conv.PointwiseWindows``) instead of what ``ops.conv_windows`` took for it before (the
+direct convolution for few outputs, streamed row pieces for a few more, else im2col's window
+matrix and col2im)? Times a layer's forward and its training step (forward, weight and input
+gradients) both ways, side by side (alternating blocks, median), float32, on NumPy, at the shapes
+of bottleneck and option-B shortcut layers and of few-output ones, on xpnn's threads as
+``Trainer`` would choose them. Run from the repository root:
 ``python bench/pointwise.py``; writes ``bench/results/pointwise.json``."""
 
 import json
@@ -21,7 +23,19 @@ CASES = [  # (C, O, H, W, N)
     (16, 64, 32, 32, 128),
     (256, 64, 8, 8, 128),
     (32, 128, 14, 14, 64),
+    (16, 4, 28, 28, 64),
+    (64, 8, 16, 16, 128),
 ]
+
+
+def before(x, outputs, geometry):
+    """The windows ``ops.conv_windows`` took for a 1x1, stride-1, unpadded layer before
+    PointwiseWindows, and their name."""
+    if conv.direct_fits(x.shape[1], outputs):
+        return "direct", conv.DirectWindows(x, (1, 1), (0, 0), geometry[-1])
+    if outputs <= conv.STREAM_MAX_OUTPUTS:
+        return "streamed", conv.StreamedWindows(x, *geometry, 1)
+    return "im2col", conv.WindowMatrix(x, *geometry, 1)
 
 
 def main():
@@ -40,16 +54,17 @@ def main():
             windows.matmul(weight, bias)
             windows.gradients(weight, grad, True)
 
-        makers = {"im2col": lambda: conv.WindowMatrix(x, *geometry, 1), "pointwise": lambda: conv.PointwiseWindows(x, 1)}
+        kind, _ = before(x, o, geometry)
+        makers = {"before": lambda: before(x, o, geometry)[1], "pointwise": lambda: conv.PointwiseWindows(x, 1)}
         tasks = {}
         for name, make in makers.items():
             tasks[f"{name}_forward"] = lambda make=make: make().matmul(weight, bias)
             tasks[f"{name}_step"] = lambda make=make: step(make)
         ms = {k: median(t) * 1e3 for k, t in alternate({k: (f, block_size(f, 2, 0.2), 7) for k, f in tasks.items()}, 7).items()}
-        rows.append({"C": c, "O": o, "H": h, "W": w, "N": n, **{f"{k}_ms": v for k, v in ms.items()}})
-        print(f"{c:4} -> {o:4}, {h}x{w}, batch {n}: forward im2col {ms['im2col_forward']:6.2f} ms, pointwise "
-              f"{ms['pointwise_forward']:6.2f} ({ms['im2col_forward'] / ms['pointwise_forward']:.2f}x); step im2col "
-              f"{ms['im2col_step']:6.2f}, pointwise {ms['pointwise_step']:6.2f} ({ms['im2col_step'] / ms['pointwise_step']:.2f}x)",
+        rows.append({"C": c, "O": o, "H": h, "W": w, "N": n, "before": kind, **{f"{k}_ms": v for k, v in ms.items()}})
+        print(f"{c:4} -> {o:4}, {h}x{w}, batch {n}: forward {kind} {ms['before_forward']:6.2f} ms, pointwise "
+              f"{ms['pointwise_forward']:6.2f} ({ms['before_forward'] / ms['pointwise_forward']:.2f}x); step {kind} "
+              f"{ms['before_step']:6.2f}, pointwise {ms['pointwise_step']:6.2f} ({ms['before_step'] / ms['pointwise_step']:.2f}x)",
               flush=True)
     out = Path(__file__).resolve().parent / "results" / "pointwise.json"
     out.parent.mkdir(exist_ok=True)

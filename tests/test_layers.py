@@ -321,6 +321,7 @@ def test_dropout_numba_path_equals_its_portable_twin_bit_for_bit(monkeypatch, rn
     with threads.parallel(threads_count):
         y, backward = ops.dropout(x, uniform, 0.3)
         g = backward(grad)
+    assert "dropout_numba" in backward.__qualname__  # the door took the compiled path
     strict = array_api_strict.asarray
     with np.errstate(invalid="ignore"):  # infinity times a dropped 0
         y_twin, backward_twin = dropout_portable(strict(x), strict(uniform), 0.3)

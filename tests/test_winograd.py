@@ -76,18 +76,20 @@ def _assert_twins_equal(m, compiled, portable, dtype):
 @pytest.mark.parametrize("m", TILES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("tile_grid, tile_rows, n", [((1, 1), (0, 1), 1), ((3, 2), (1, 3), 5), ((4, 4), (0, 2), 16)])
-def test_numba_transforms_equal_their_portable_twins(rng, m, dtype, tile_grid, tile_rows, n):
+@pytest.mark.parametrize("narrow", [False, True])
+def test_numba_transforms_equal_their_portable_twins(rng, m, dtype, tile_grid, tile_rows, n, narrow):
     """Each of the four tile transforms, over a range of tile rows: the Numba loop against the
-    strided-slice version run on array_api_strict, with an output cropped at the bottom (and for
-    F(4x4, 3x3) at the right) edge. The input transform's transpose adds overlapping tiles in
-    another order than its twin."""
+    strided-slice version run on array_api_strict, with an output cropped by a row at the bottom
+    and by columns at the right edge (none or one for F(2x2, 3x3); one or three, leaving one
+    column of the last tile, for F(4x4, 3x3)). The input transform's transpose adds overlapping
+    tiles in another order than its twin."""
     from xpnn.kernels import numba_winograd, numba_winograd4
 
     compiled_module = {2: numba_winograd, 4: numba_winograd4}[m]
     rows, cols = tile_grid
     chunk, positions = tile_rows[1] - tile_rows[0], (m + 2) ** 2
     padded = (m * rows + 2, m * cols + 2)
-    cropped = (m * rows - 1, m * cols - (m - 2) // 2)  # the last tile row (and for m = 4 column) cut short
+    cropped = (m * rows - 1, m * cols - {2: (0, 1), 4: (1, 3)}[m][narrow])  # the last tile row and column cut short
     image = rng.normal(size=(3, *padded, n)).astype(dtype)
     products = rng.normal(size=(positions, 4, chunk, cols, n)).astype(dtype)
     bias = rng.normal(size=4).astype(dtype)
@@ -142,6 +144,25 @@ def test_the_transforms_are_lavin_and_grays_matrices(rng, m):
     u = winograd.WinogradWindows(rng.normal(size=(1, 2, 4, 4)), (1, 1), (4, 4), m)._weight_tiles(weight)
     expected = np.einsum("ik,ockl,jl->ijoc", g, weight.reshape(4, 2, 3, 3), g).reshape(size * size, 4, 2)
     np.testing.assert_allclose(u, expected, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("m, tolerance", [(2, 2e-6), (4, 2e-5)])
+def test_float32_tiles_stay_close_to_a_float64_window_matrix(rng, m, tolerance):
+    """The accuracy float32 training gets: forward and both gradients of a 32 -> 16 layer with
+    weights scaled as He's initialisation does, against the float64 window matrix, within
+    ``tolerance`` of each result's largest value (F(4x4, 3x3)'s larger matrix entries cost about
+    ten times F(2x2, 3x3)'s error; bench/winograd.py prints the error of each layer)."""
+    x = rng.normal(size=(4, 32, 10, 9))
+    weight = rng.normal(size=(1, 16, 32 * 9)) * np.sqrt(2 / (32 * 9))
+    grad = rng.normal(size=(1, 16, 10 * 9 * 4))
+    geometry = _geometry(10, 9, 1)
+    reference = conv.WindowMatrix(x, *geometry, 1)
+    tiles = winograd.WinogradWindows(x.astype(np.float32), geometry[2], geometry[4], m)
+    f32 = (weight.astype(np.float32), grad.astype(np.float32))
+    pairs = [(tiles.matmul(f32[0]), reference.matmul(weight)), *zip(tiles.gradients(*f32, True), reference.gradients(weight, grad, True))]
+    for got, expected in pairs:
+        assert got.dtype == np.float32
+        assert np.abs(got - expected).max() <= tolerance * np.abs(expected).max()
 
 
 def test_the_transforms_compute_a_3x3_correlation():
@@ -210,21 +231,29 @@ def _windows_kind(x, out_channels, kernel=3, stride=1, padding=1, groups=1):
 
 def test_conv2d_takes_winograd_only_where_it_pays(monkeypatch):
     """NumPy, 3x3, stride 1, undilated, one group, float32/64, >= WINOGRAD_MIN_CHANNELS channels
-    in and out, >= WINOGRAD_MIN_PIXELS output pixels: F(4x4, 3x3) for an output at least 4x4
-    (odd sizes too), F(2x2, 3x3) for a smaller even one, with WINOGRAD_TILE 2 for any even one;
-    anything else: im2col (a window matrix, whole or streamed)."""
+    in and out, >= WINOGRAD_MIN_PIXELS output pixels: F(4x4, 3x3) for an output that whole 4x4
+    tiles cover with at most WINOGRAD4_MAX_WASTE times its pixels (odd sizes too), else
+    F(2x2, 3x3) for an even one, and with WINOGRAD_TILE 2 for any even one; anything else: im2col
+    (a window matrix, whole or streamed)."""
     c = conv.WINOGRAD_MIN_CHANNELS
     n = -(-conv.WINOGRAD_MIN_PIXELS // 4)  # enough for a 2x2 output
-    x = np.zeros((n, c, 6, 6), dtype=np.float32)
+
+    def images(h, w, channels=c, dtype=np.float32):
+        return np.zeros((n, channels, h, w), dtype=dtype)
+
+    x = images(8, 8)
     assert _windows_kind(x, c) == "WinogradWindows4"
-    assert _windows_kind(x.astype(np.float64), c, padding=0) == "WinogradWindows4"
-    assert _windows_kind(np.zeros((n, c, 7, 6), np.float32), c) == "WinogradWindows4"  # odd: the last tile row cropped
-    assert _windows_kind(np.zeros((n, c, 4, 6), np.float32), c, padding=0) == "WinogradWindows2"  # a 2x4 output
-    assert _windows_kind(np.zeros((n, c, 5, 6), np.float32), c, padding=0) not in WINOGRAD  # 3x4: odd and small
+    assert _windows_kind(images(10, 10, dtype=np.float64), c, padding=0) == "WinogradWindows4"  # 8x8
+    assert _windows_kind(images(7, 8), c) == "WinogradWindows4"  # 7x8: 8x8 tiles, 1.14 times the pixels
+    assert _windows_kind(images(14, 14), c) == "WinogradWindows4"  # 16x16 tiles, 1.31 times
+    assert _windows_kind(images(6, 6), c) == "WinogradWindows2"  # 8x8 tiles, 1.78 times: 2x2 tiles instead
+    assert _windows_kind(images(4, 6), c, padding=0) == "WinogradWindows2"  # a 2x4 output
+    assert _windows_kind(images(5, 6), c, padding=0) not in WINOGRAD  # 3x4: odd, and too wasteful for 4x4 tiles
+    assert _windows_kind(images(5, 5), c) not in WINOGRAD  # 5x5: odd, 8x8 tiles 2.56 times
     assert _windows_kind(x, c - 1) not in WINOGRAD
-    assert _windows_kind(np.zeros((n, c - 1, 6, 6), np.float32), c) not in WINOGRAD
-    few = (conv.WINOGRAD_MIN_PIXELS - 1) // 36  # a 6x6 output of one pixel fewer, at most
-    assert _windows_kind(np.zeros((few, c, 6, 6), np.float32), c) not in WINOGRAD
+    assert _windows_kind(images(8, 8, channels=c - 1), c) not in WINOGRAD
+    few = (conv.WINOGRAD_MIN_PIXELS - 1) // 64  # an 8x8 output of one pixel fewer, at most
+    assert _windows_kind(np.zeros((few, c, 8, 8), np.float32), c) not in WINOGRAD
     assert _windows_kind(x, c, stride=2) not in WINOGRAD
     assert _windows_kind(x, c, kernel=5, padding=2) not in WINOGRAD
     assert _windows_kind(x, c, groups=2) not in WINOGRAD
@@ -232,14 +261,15 @@ def test_conv2d_takes_winograd_only_where_it_pays(monkeypatch):
     assert _windows_kind(array_api_strict.asarray(x), c) not in WINOGRAD
     monkeypatch.setattr(conv, "WINOGRAD_TILE", 2)
     assert _windows_kind(x, c) == "WinogradWindows2"
-    assert _windows_kind(np.zeros((n, c, 7, 6), np.float32), c) == "WindowMatrix"  # odd output height
+    assert _windows_kind(images(7, 8), c) == "WindowMatrix"  # odd output height
 
 
 @pytest.mark.parametrize("tile", TILES)
 @pytest.mark.parametrize("shape, out, padding, expected", [
     ((2, 3, 4, 4), 4, 1, {2: 2, 4: 4}),
     ((1, 2, 6, 4), 3, 0, {2: 2, 4: 2}),  # a 4x2 output: too narrow for 4x4 tiles
-    ((3, 2, 5, 5), 2, 1, {2: None, 4: 4}),  # odd: F(4x4, 3x3) crops its tiles, F(2x2, 3x3) leaves it to im2col
+    ((3, 2, 7, 8), 2, 1, {2: None, 4: 4}),  # odd 7x8: F(4x4, 3x3) crops its tiles, F(2x2, 3x3) leaves it to im2col
+    ((2, 2, 6, 6), 2, 1, {2: 2, 4: 2}),  # 6x6: 4x4 tiles would compute 1.78 times the pixels
 ])
 def test_conv2d_through_winograd_passes_the_gradient_check(monkeypatch, rng, tile, shape, out, padding, expected):
     """With the channel and pixel thresholds lowered to 1 and the few-output paths (direct,

@@ -123,11 +123,13 @@ class Conv2d(_Convolution):
 
     Forward unfolds the input's windows into a (C*KH*KW, OH*OW*N) matrix (``ops.conv_windows``)
     and multiplies it by the weight, one GEMM per group; backward is two GEMMs (weight and window
-    gradients) and ``col2im``. On NumPy a 3x3 stride-1 layer with at least 16 channels in and out
-    computes the same products as Winograd F(2x2, 3x3) tiles, and a stride-1 layer with at most 8
-    outputs (on several xpnn threads, also one with at most 4 inputs and 32 outputs) convolves
-    directly, without the matrix (``docs/design.md``). The output is an NCHW view of an (out, OH, OW, N) buffer: the
-    layers that follow keep that batch-last memory order, and the next Conv2d unfolds it in place.
+    gradients) and ``col2im``. A 1x1, stride-1, unpadded layer takes its batch-last input as the
+    matrix, with no copy. On NumPy a 3x3 stride-1 layer with at least 16 channels in and out
+    computes the same products as Winograd F(4x4, 3x3) tiles (F(2x2, 3x3) for small even
+    outputs), and a stride-1 layer with at most 8 outputs (on several xpnn threads, also one with at
+    most 4 inputs and 32 outputs) convolves directly, without the matrix (``docs/design.md``).
+    The output is an NCHW view of an (out, OH, OW, N) buffer: the layers that follow keep that
+    batch-last memory order, and the next Conv2d unfolds it in place.
 
     Args:
         in_channels: channels of the input image.

@@ -7,7 +7,7 @@ into an image by ``col2im_batch_last``.
 
 Door: :func:`conv_windows` takes the input itself as the window matrix of a 1x1, stride-1,
 unpadded convolution on every namespace (:class:`PointwiseWindows`). On NumPy it chooses Winograd
-tiles (``ops.winograd``, F(4x4, 3x3) or for small outputs F(2x2, 3x3)) for a 3x3, stride-1
+tiles (``ops.winograd``, F(4x4, 3x3) or for small even outputs F(2x2, 3x3)) for a 3x3, stride-1
 convolution with enough channels on both sides (``WINOGRAD_MIN_CHANNELS``), and a direct
 convolution with no window matrix (:class:`DirectWindows`) for an ungrouped stride-1 undilated
 layer with few outputs; else it keeps the whole (G, C/G*KH*KW, OH*OW*N) window matrix
@@ -27,15 +27,17 @@ from .windows import col2im_batch_last, im2col_batch_last, im2col_rows, padded_b
 
 # On NumPy, a 3x3 stride-1 convolution with at least this many input and output channels and at
 # least WINOGRAD_MIN_PIXELS output pixels (OH*OW*N) runs as Winograd F(m x m, 3x3)
-# (``ops.winograd``), m = WINOGRAD_TILE (4, or 2 to keep to F(2x2, 3x3)). With fewer channels or pixels the thin GEMMs and the
-# memory-bound tile transforms cost more than the fewer multiplications save. F(4x4, 3x3) was
-# faster than F(2x2, 3x3) on every benchmark layer, even where its 4x4 tiles overhang a 14x14
-# output; F(2x2, 3x3) is kept for outputs smaller than a 4x4 tile, and takes only even ones (an
-# odd output would compute a wasted half row and column of tiles) (``bench/winograd.py``,
-# ``bench/NOTES.md``).
+# (``ops.winograd``). With fewer channels or pixels the thin GEMMs and the memory-bound tile
+# transforms cost more than the fewer multiplications save. m is WINOGRAD_TILE (4, or 2 to keep to
+# F(2x2, 3x3)) when the output's whole 4x4 tiles cover at most WINOGRAD4_MAX_WASTE times its
+# pixels: F(4x4, 3x3) was 1.2-1.6x faster than F(2x2, 3x3) on the benchmark layers' steps, even
+# where its tiles overhang a 14x14 or 7x7 output by 31%, but not on a 6x6 one (78% more). Else m
+# is 2 for an output of whole 2x2 tiles (even height and width); an odd output then stays with
+# im2col (``bench/winograd.py``, ``bench/NOTES.md``).
 WINOGRAD_MIN_CHANNELS = 16
 WINOGRAD_MIN_PIXELS = 8192
 WINOGRAD_TILE = 4
+WINOGRAD4_MAX_WASTE = 1.5
 
 # A NumPy layer with at most DIRECT_MAX_OUTPUTS outputs, stride 1, undilated and ungrouped,
 # convolves directly (DirectWindows: about twice as fast as streaming for LeNet's first layer and
@@ -89,9 +91,9 @@ def winograd_tile(x, kernel, stride, dilation, output_size, groups, outputs):
     """The m of the Winograd F(m x m, 3x3) that computes this convolution on NumPy, or None where
     Winograd does not pay: it needs 3x3, stride 1, undilated, one group, float32 or float64, at
     least ``WINOGRAD_MIN_CHANNELS`` input and output channels and at least
-    ``WINOGRAD_MIN_PIXELS`` output pixels. Then m is 4 when ``WINOGRAD_TILE`` is 4 and the output is
-    at least 4 pixels tall and wide, else 2 for an output of whole 2x2 tiles (even height and
-    width)."""
+    ``WINOGRAD_MIN_PIXELS`` output pixels. Then m is 4 when ``WINOGRAD_TILE`` is 4 and whole 4x4
+    tiles cover the output with at most ``WINOGRAD4_MAX_WASTE`` times its pixels, else 2 for an
+    output of whole 2x2 tiles (even height and width)."""
     (oh, ow), n = output_size, x.shape[0]
     fits = (
         kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1) and groups == 1 and backend.kernel_dtype(x)
@@ -99,7 +101,8 @@ def winograd_tile(x, kernel, stride, dilation, output_size, groups, outputs):
     )
     if not fits:
         return None
-    if WINOGRAD_TILE == 4 and min(oh, ow) >= 4:
+    tiled = (4 * -(-oh // 4)) * (4 * -(-ow // 4))
+    if WINOGRAD_TILE == 4 and min(oh, ow) >= 4 and tiled <= WINOGRAD4_MAX_WASTE * oh * ow:
         return 4
     return 2 if oh % 2 == 0 and ow % 2 == 0 else None
 
@@ -183,7 +186,9 @@ class PointwiseWindows(WindowMatrix):
     H*W*N), with no im2col copy (a view when the input is laid out batch-last, as a layer's output
     is; one copy otherwise). The products are a window matrix's; the input gradient, the weight's
     transpose times the output gradient, is already the (C, H, W, N) image, with no col2im. Every
-    namespace."""
+    namespace. Like Winograd's unpadded input (``windows.padded_batch_last``), the matrix may be
+    the caller's array itself: changing the input in place before backward changes the weight
+    gradient, as in PyTorch, which also saves the input (and refuses the change)."""
 
     def __init__(self, x, groups):
         xp = backend.namespace_of(x)

@@ -72,8 +72,8 @@ class WinogradWindows:
     products. Each runs over chunks of tile rows (``CHUNK_BYTES``): it transforms a chunk's
     tiles, multiplies them and transforms the products back while they are in cache. The
     backward pass transforms the input tiles again rather than keep them from the forward: that
-    costs less than writing out and reading back four values per input pixel, and a layer keeps
-    only its padded input."""
+    costs less than writing out and reading back (m+2)^2/m^2 values per input pixel (4 for m = 2,
+    2.25 for m = 4), and a layer keeps only its padded input."""
 
     def __init__(self, x, padding, output_size, m=2):
         if m not in TRANSFORMS:
@@ -382,18 +382,20 @@ def input_tiles_transposed(tiles, image, first_row, padding, *, m):
 
 def input_tiles_transposed_portable(tiles, image, first_row, padding, *, m):
     """:func:`input_tiles_transposed` in Array API calls: each tile position's ``B v B^T`` (B's
-    rows are B^T's columns) added through one strided view into a zero padded image, whose
-    interior is then added into ``image``."""
+    rows are B^T's columns) added through one strided view into a zeroed band of the padded
+    image, the rows these tiles cover, whose interior is then added into those rows of
+    ``image`` (no others: xpnn's threads add their own bands at once)."""
     xp = backend.namespace_of(tiles)
     size, b = m + 2, _columns(TRANSFORMS[m].input)
     _, c, rows, cols, n = tiles.shape
     (ph, pw), (h, w) = padding, tuple(image.shape[1:3])
-    padded = xp.zeros((c, max(h + 2 * ph, m * (first_row + rows) + 2), max(w + 2 * pw, m * cols + 2), n),
-                      dtype=tiles.dtype, device=backend.device_of(tiles))
+    band = xp.zeros((c, m * (rows - 1) + size, max(w + 2 * pw, m * cols + 2), n), dtype=tiles.dtype, device=backend.device_of(tiles))
     v = [[tiles[size * i + j, ...] for j in range(size)] for i in range(size)]
     t = [[_combination(b[k], [v[i][j] for i in range(size)]) for j in range(size)] for k in range(size)]
-    top = m * first_row
     for k in range(size):
         for j in range(size):
-            padded[:, top + k:top + k + m * (rows - 1) + 1:m, j:j + m * (cols - 1) + 1:m, :] += _combination(b[j], t[k])
-    image += padded[:, ph:ph + h, pw:pw + w, :]
+            band[:, k:k + m * (rows - 1) + 1:m, j:j + m * (cols - 1) + 1:m, :] += _combination(b[j], t[k])
+    top = m * first_row - ph  # the image row of the band's first row
+    low, high = max(0, -top), min(band.shape[1], h - top)
+    if high > low:
+        image[:, top + low:top + high, ...] += band[:, low:high, pw:pw + w, :]
