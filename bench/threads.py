@@ -42,11 +42,11 @@ def spinning_worker():
     helper = ThreadPoolExecutor(1)
 
     def one():
-        numba_winograd.input_tiles(image, (0, 16), 16, tiles)
+        numba_winograd.input_tiles(image, (0, 16), (0, 16), tiles)
 
     def two():
-        other = helper.submit(numba_winograd.input_tiles, image[8:], (0, 16), 16, tiles[:, 8:])
-        numba_winograd.input_tiles(image[:8], (0, 16), 16, tiles[:, :8])
+        other = helper.submit(numba_winograd.input_tiles, image[8:], (0, 16), (0, 16), tiles[:, 8:])
+        numba_winograd.input_tiles(image[:8], (0, 16), (0, 16), tiles[:, :8])
         other.result()
 
     tasks = {

@@ -274,11 +274,12 @@ def test_a_piece_that_splits_again_runs_its_pieces_itself():
 @pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("count, height, padding", [(2, 18, 1), (3, 6, 1), (3, 10, 0), (4, 16, 1), (2, 8, 1)])
 def test_winograd_threads_never_add_into_the_same_input_gradient_rows(monkeypatch, m, count, height, padding):
-    """Race check: every addition of tiles into the input gradient is timed, one tile row per
-    chunk, each made slow and the first thread's last one (the rows the second thread's first
-    tile row shares) slowest, so a thread that did not wait for it would overlap it. No two
-    additions from different threads that touch a common image row overlap in time, every tile
-    row is added once, and the result equals one thread's; also with one tile row per thread."""
+    """Race check: every addition of tiles into an input-gradient array is timed, one tile row
+    per chunk, each made slow and the first thread's last one (whose rows the second thread's
+    first tile row shares) slowest, so additions into shared rows of one array from two threads
+    would overlap in time (with one tile row per thread they would). No two such additions
+    overlap; every thread but the first adds its first row into a band of its own (one array per
+    thread besides the image); the result equals one thread's."""
     from xpnn.ops import winograd
 
     monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
@@ -293,23 +294,25 @@ def test_winograd_threads_never_add_into_the_same_input_gradient_rows(monkeypatc
     one = windows.input_gradient(weight, grad)
     first_range_end = threads.ranges(windows.tile_grid[0], count)[0][1]
 
-    def recording_transposed(tiles, image, first_row, pad, *, m):
+    def recording_transposed(tiles, image, origin, pad, *, m):
         start = time.perf_counter()
-        time.sleep(0.2 if first_row + tiles.shape[2] == first_range_end else 0.01)
-        transposed(tiles, image, first_row, pad, m=m)
+        time.sleep(0.2 if image.shape[1] == x.shape[2] and origin[0] + tiles.shape[2] == first_range_end else 0.01)
+        transposed(tiles, image, origin, pad, m=m)
         with lock:
-            calls.append((threading.get_ident(), first_row, tiles.shape[2], start, time.perf_counter()))
+            calls.append((threading.get_ident(), id(image), origin[0], tiles.shape[2], start, time.perf_counter()))
 
     monkeypatch.setattr(winograd, "input_tiles_transposed", recording_transposed)
     with threads.parallel(count):
         split = windows.input_gradient(weight, grad)
     np.testing.assert_allclose(split, one, rtol=1e-12, atol=1e-12)
-    assert len({thread for thread, *_ in calls}) == min(count, windows.tile_grid[0])
-    assert sorted(r for _, first, n, _, _ in calls for r in range(first, first + n)) == list(range(windows.tile_grid[0]))
-    for k, (thread, first, n, start, end) in enumerate(calls):
+    working = min(count, windows.tile_grid[0])
+    assert len({thread for thread, *_ in calls}) == working
+    assert len({target for _, target, *_ in calls}) == working  # the image and a band per thread after the first
+    assert sum(n for *_, n, _, _ in calls) == windows.tile_grid[0]
+    for k, (thread, target, first, n, start, end) in enumerate(calls):
         rows = set(range(m * first, m * (first + n) + 2))
-        for other, other_first, other_n, other_start, other_end in calls[k + 1:]:
-            if other != thread and rows & set(range(m * other_first, m * (other_first + other_n) + 2)):
+        for other, other_target, other_first, other_n, other_start, other_end in calls[k + 1:]:
+            if other != thread and other_target == target and rows & set(range(m * other_first, m * (other_first + other_n) + 2)):
                 assert end <= other_start or other_end <= start
 
 

@@ -75,75 +75,53 @@ def _assert_twins_equal(m, compiled, portable, dtype):
 
 @pytest.mark.parametrize("m", TILES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("tile_grid, tile_rows, n", [((1, 1), (0, 1), 1), ((3, 2), (1, 3), 5), ((4, 4), (0, 2), 16)])
+@pytest.mark.parametrize("tile_grid, tile_rows, tile_cols, n", [
+    ((1, 1), (0, 1), (0, 1), 1), ((3, 2), (1, 3), (0, 2), 5), ((4, 4), (0, 2), (0, 4), 16), ((4, 5), (2, 4), (2, 5), 3),
+])
 @pytest.mark.parametrize("narrow", [False, True])
-def test_numba_transforms_equal_their_portable_twins(rng, m, dtype, tile_grid, tile_rows, n, narrow):
-    """Each of the four tile transforms, over a range of tile rows: the Numba loop against the
-    strided-slice version run on array_api_strict, with an output cropped by a row at the bottom
-    and by columns at the right edge (none or one for F(2x2, 3x3); one or three, leaving one
-    column of the last tile, for F(4x4, 3x3)). The input transform's transpose adds overlapping
-    tiles in another order than its twin."""
+def test_numba_transforms_equal_their_portable_twins(rng, m, dtype, tile_grid, tile_rows, tile_cols, n, narrow):
+    """Each of the four tile transforms, over a block of tile rows and columns: the Numba loop
+    against the strided-slice version run on array_api_strict, with an output cropped by a row at
+    the bottom and by columns at the right edge (none or one for F(2x2, 3x3); one or three,
+    leaving one column of the last tile, for F(4x4, 3x3)). Only the block's pixels are written.
+    The input transform's transpose adds overlapping tiles in another order than its twin."""
     from xpnn.kernels import numba_winograd, numba_winograd4
 
     compiled_module = {2: numba_winograd, 4: numba_winograd4}[m]
     rows, cols = tile_grid
-    chunk, positions = tile_rows[1] - tile_rows[0], (m + 2) ** 2
+    block, positions = (tile_rows[1] - tile_rows[0], tile_cols[1] - tile_cols[0]), (m + 2) ** 2
+    origin = (tile_rows[0], tile_cols[0])
     padded = (m * rows + 2, m * cols + 2)
     cropped = (m * rows - 1, m * cols - {2: (0, 1), 4: (1, 3)}[m][narrow])  # the last tile row and column cut short
     image = rng.normal(size=(3, *padded, n)).astype(dtype)
-    products = rng.normal(size=(positions, 4, chunk, cols, n)).astype(dtype)
+    products = rng.normal(size=(positions, 4, *block, n)).astype(dtype)
     bias = rng.normal(size=4).astype(dtype)
     grad = rng.normal(size=(4, *cropped, n)).astype(dtype)
     strict = array_api_strict.asarray
 
-    _assert_twins_equal(m, compiled_module.input_tiles(image, tile_rows, cols),
-                        winograd.input_tiles_portable(strict(image), tile_rows, cols, m=m), dtype)
+    _assert_twins_equal(m, compiled_module.input_tiles(image, tile_rows, tile_cols),
+                        winograd.input_tiles_portable(strict(image), tile_rows, tile_cols, m=m), dtype)
     compiled, portable = np.full((4, *cropped, n), 7, dtype=dtype), strict(np.full((4, *cropped, n), 7, dtype=dtype))
-    compiled_module.output_tiles(products, bias, compiled, tile_rows[0])
-    winograd.output_tiles_portable(strict(products), strict(bias), portable, tile_rows[0], m=m)
+    compiled_module.output_tiles(products, bias, compiled, origin)
+    winograd.output_tiles_portable(strict(products), strict(bias), portable, origin, m=m)
     _assert_twins_equal(m, compiled, portable, dtype)
-    written = np.zeros(cropped[0], dtype=bool)
-    written[m * tile_rows[0]:m * tile_rows[1]] = True
+    written = np.zeros(cropped, dtype=bool)
+    written[m * tile_rows[0]:m * tile_rows[1], m * tile_cols[0]:m * tile_cols[1]] = True
     assert np.all(compiled[:, ~written] == 7) and not np.any(compiled[:, written] == 7)
-    _assert_twins_equal(m, compiled_module.output_tiles_transposed(grad, tile_rows, cols),
-                        winograd.output_tiles_transposed_portable(strict(grad), tile_rows, cols, m=m), dtype)
+    _assert_twins_equal(m, compiled_module.output_tiles_transposed(grad, tile_rows, tile_cols),
+                        winograd.output_tiles_transposed_portable(strict(grad), tile_rows, tile_cols, m=m), dtype)
     tol = 1e-6 if dtype == np.float32 else 1e-14
     for padding in ((0, 0), (1, 0), (1, 1)):  # the gradient of an image padded this much, the padding left out
         start = rng.normal(size=(3, padded[0] - 2 * padding[0], padded[1] - 2 * padding[1], n)).astype(dtype)
         compiled, portable = start.copy(), strict(start)
-        compiled_module.input_tiles_transposed(np.ascontiguousarray(products[:, :3]), compiled, tile_rows[0], padding)
-        winograd.input_tiles_transposed_portable(strict(products[:, :3]), portable, tile_rows[0], padding, m=m)
+        compiled_module.input_tiles_transposed(np.ascontiguousarray(products[:, :3]), compiled, origin, padding)
+        winograd.input_tiles_transposed_portable(strict(products[:, :3]), portable, origin, padding, m=m)
         scale = np.abs(np.asarray(portable)).max()
         np.testing.assert_allclose(compiled, np.asarray(portable), rtol=0, atol=tol * scale)
-
-
-@pytest.mark.parametrize("m", TILES)
-def test_the_transforms_are_lavin_and_grays_matrices(rng, m):
-    """Each tile's input transform is B^T d B, each output A^T p A (plus the bias), and the
-    weight's G w G^T, with the matrices of ``ops.winograd.TRANSFORMS`` (Lavin and Gray, 2015),
-    checked tile by tile against einsum, through the door each takes on NumPy."""
-    b_t, g, a_t = (np.array(matrix, dtype=float) for matrix in winograd.TRANSFORMS[m])
-    size = m + 2
-    assert b_t.shape == (size, size) and g.shape == (size, 3) and a_t.shape == (m, size)
-    image = rng.normal(size=(2, 3 * m + 2, 2 * m + 2, 3))
-    tiles = winograd.input_tiles(image, (0, 3), 2, m=m)
-    for r in range(3):
-        for q in range(2):
-            d = image[:, m * r:m * r + size, m * q:m * q + size, :]
-            expected = np.einsum("ik,ckln,jl->ijcn", b_t, d, b_t).reshape(size * size, 2, 3)
-            np.testing.assert_allclose(tiles[:, :, r, q, :], expected, rtol=1e-12, atol=1e-12)
-    bias = rng.normal(size=2)
-    out = np.empty((2, 3 * m, 2 * m, 3))
-    winograd.output_tiles(tiles, bias, out, 0, m=m)
-    for r in range(3):
-        for q in range(2):
-            p = tiles[:, :, r, q, :].reshape(size, size, 2, 3)
-            expected = np.einsum("ai,ijcn,bj->cabn", a_t, p, a_t) + bias[:, None, None, None]
-            np.testing.assert_allclose(out[:, m * r:m * r + m, m * q:m * q + m, :], expected, rtol=1e-12, atol=1e-12)
-    weight = rng.normal(size=(1, 4, 2 * 9))
-    u = winograd.WinogradWindows(rng.normal(size=(1, 2, 4, 4)), (1, 1), (4, 4), m)._weight_tiles(weight)
-    expected = np.einsum("ik,ockl,jl->ijoc", g, weight.reshape(4, 2, 3, 3), g).reshape(size * size, 4, 2)
-    np.testing.assert_allclose(u, expected, rtol=1e-13, atol=1e-13)
+        reach = np.zeros(start.shape[1:3], dtype=bool)  # the pixels the block's tiles cover, less the padding
+        reach[max(0, m * origin[0] - padding[0]):m * tile_rows[1] + 2 - padding[0],
+              max(0, m * origin[1] - padding[1]):m * tile_cols[1] + 2 - padding[1]] = True
+        assert np.array_equal(compiled[:, ~reach], start[:, ~reach])
 
 
 @pytest.mark.parametrize("m, tolerance", [(2, 2e-6), (4, 2e-5)])
@@ -188,14 +166,14 @@ def test_each_backward_transform_is_the_transpose_of_its_forward_one(rng, m):
     size = m + 2
     image = rng.normal(size=(2, 3 * m + 2, 2 * m + 2, 3))
     tiles = rng.normal(size=(size * size, 2, 3, 2, 3))
-    forward = np.sum(winograd.input_tiles(image, (0, 3), 2, m=m) * tiles)
+    forward = np.sum(winograd.input_tiles(image, (0, 3), (0, 2), m=m) * tiles)
     image_grad = np.zeros_like(image)
-    winograd.input_tiles_transposed(tiles, image_grad, 0, (0, 0), m=m)
+    winograd.input_tiles_transposed(tiles, image_grad, (0, 0), (0, 0), m=m)
     assert np.isclose(forward, np.sum(image * image_grad), rtol=1e-12)
     grad = rng.normal(size=(2, 3 * m - 1, 2 * m - 1, 3))
     out = np.empty_like(grad)
-    winograd.output_tiles(tiles, np.zeros(2), out, 0, m=m)
-    assert np.isclose(np.sum(out * grad), np.sum(tiles * winograd.output_tiles_transposed(grad, (0, 3), 2, m=m)), rtol=1e-12)
+    winograd.output_tiles(tiles, np.zeros(2), out, (0, 0), m=m)
+    assert np.isclose(np.sum(out * grad), np.sum(tiles * winograd.output_tiles_transposed(grad, (0, 3), (0, 2), m=m)), rtol=1e-12)
 
 
 @pytest.mark.parametrize("m", TILES)
@@ -210,7 +188,7 @@ def test_chunks_of_tile_rows_give_the_products_of_one_chunk(monkeypatch, rng, m,
     geometry = _geometry(9, 6, 1)
     tiles = winograd.WinogradWindows(x, geometry[2], geometry[4], m)
     tile_rows = -(-9 // m)
-    assert len(tiles._row_chunks(5)) == {"each row": tile_rows, "pairs": -(-tile_rows // 2), "one": 1}[chunks]
+    assert len(tiles._chunks(5)) == {"each row": tile_rows, "pairs": -(-tile_rows // 2), "one": 1}[chunks]
     reference = conv.WindowMatrix(x, *geometry, 1)
     np.testing.assert_allclose(tiles.matmul(weight), reference.matmul(weight), rtol=1e-11, atol=1e-11)
     for got, expected in zip(tiles.gradients(weight, grad, True), reference.gradients(weight, grad, True)):

@@ -15,14 +15,14 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True)
-def _input_tiles(image, tiles, first):
+def _input_tiles(image, tiles, first, left):
     channels, rows, cols, n_images = tiles.shape[1:]
     t = np.empty((16, n_images), dtype=image.dtype)
     for c in range(channels):
         for r in range(rows):
             y = 2 * (first + r)
             for q in range(cols):
-                x = 2 * q
+                x = 2 * (left + q)
                 for j in range(4):  # B^T d, column j of the tile read straight from the image
                     d0 = image[c, y, x + j]
                     d1 = image[c, y + 1, x + j]
@@ -51,16 +51,17 @@ def _input_tiles(image, tiles, first):
 
 def input_tiles(image, tile_rows, tile_cols, out=None):
     """The (16, C, R, TW, N) transformed input tiles ``B^T d B`` of tile rows ``tile_rows`` =
-    (first, stop), R of them, of a C-contiguous padded (C, Hp, Wp, N) image, Hp >= 2*stop + 2
-    and Wp >= 2*TW + 2; written into the C-contiguous ``out`` when given."""
-    first, stop = tile_rows
-    tiles = np.empty((16, image.shape[0], stop - first, tile_cols, image.shape[-1]), dtype=image.dtype) if out is None else out
-    _input_tiles(image, tiles, first)
+    (first, stop), R of them, and tile columns ``tile_cols`` = (left, right), TW of them, of a
+    C-contiguous padded (C, Hp, Wp, N) image, Hp >= 2*stop + 2 and Wp >= 2*right + 2; written
+    into the C-contiguous ``out`` when given."""
+    (first, stop), (left, right) = tile_rows, tile_cols
+    tiles = np.empty((16, image.shape[0], stop - first, right - left, image.shape[-1]), dtype=image.dtype) if out is None else out
+    _input_tiles(image, tiles, first, left)
     return tiles
 
 
 @numba.njit(cache=True, nogil=True)
-def _output_tiles(products, bias, out, first):
+def _output_tiles(products, bias, out, first, left):
     channels, rows, cols, n_images = products.shape[1:]
     height, width = out.shape[1], out.shape[2]
     s = np.empty((8, n_images), dtype=products.dtype)
@@ -82,24 +83,25 @@ def _output_tiles(products, bias, out, first):
                     y = 2 * (first + r) + a
                     if y >= height:
                         continue
-                    left = out[o, y, 2 * q]
+                    x = 2 * (left + q)
+                    even = out[o, y, x]
                     for n in range(n_images):
-                        left[n] = s[4 * a, n] + s[4 * a + 1, n] + s[4 * a + 2, n] + b
-                    if 2 * q + 1 < width:
-                        right = out[o, y, 2 * q + 1]
+                        even[n] = s[4 * a, n] + s[4 * a + 1, n] + s[4 * a + 2, n] + b
+                    if x + 1 < width:
+                        odd = out[o, y, x + 1]
                         for n in range(n_images):
-                            right[n] = s[4 * a + 1, n] - s[4 * a + 2, n] - s[4 * a + 3, n] + b
+                            odd[n] = s[4 * a + 1, n] - s[4 * a + 2, n] - s[4 * a + 3, n] + b
 
 
-def output_tiles(products, bias, out, first):
+def output_tiles(products, bias, out, origin):
     """Write ``A^T m A + bias`` of C-contiguous (16, O, R, TW, N) tile products (``bias``: O
-    values), tile rows first..first+R, into the C-contiguous (O, OH, OW, N) image ``out``; an
-    odd OH or OW drops the last tile row or column's second half."""
-    _output_tiles(products, bias, out, first)
+    values) whose first tile is tile (row, column) ``origin`` into the C-contiguous (O, OH, OW, N)
+    image ``out``; an odd OH or OW drops the last tile row or column's second half."""
+    _output_tiles(products, bias, out, *origin)
 
 
 @numba.njit(cache=True, nogil=True)
-def _output_tiles_transposed(grad, tiles, first):
+def _output_tiles_transposed(grad, tiles, first, left):
     channels, rows, cols, n_images = tiles.shape[1:]
     height, width = grad.shape[1], grad.shape[2]
     g = np.zeros((4, n_images), dtype=grad.dtype)
@@ -109,7 +111,7 @@ def _output_tiles_transposed(grad, tiles, first):
             for q in range(cols):
                 for a in range(2):
                     for b in range(2):
-                        y, x = 2 * (first + r) + a, 2 * q + b
+                        y, x = 2 * (first + r) + a, 2 * (left + q) + b
                         dst = g[2 * a + b]
                         if y < height and x < width:
                             src = grad[o, y, x]
@@ -138,16 +140,17 @@ def _output_tiles_transposed(grad, tiles, first):
 
 def output_tiles_transposed(grad, tile_rows, tile_cols, out=None):
     """The transpose of :func:`output_tiles` (bias aside): the (16, O, R, TW, N) tiles
-    ``A g A^T`` of tile rows ``tile_rows`` = (first, stop) of a C-contiguous (O, OH, OW, N)
-    gradient, zeros beyond an odd edge; written into the C-contiguous ``out`` when given."""
-    first, stop = tile_rows
-    tiles = np.empty((16, grad.shape[0], stop - first, tile_cols, grad.shape[-1]), dtype=grad.dtype) if out is None else out
-    _output_tiles_transposed(grad, tiles, first)
+    ``A g A^T`` of tile rows ``tile_rows`` = (first, stop) and columns ``tile_cols`` = (left,
+    right) of a C-contiguous (O, OH, OW, N) gradient, zeros beyond an odd edge; written into the
+    C-contiguous ``out`` when given."""
+    (first, stop), (left, right) = tile_rows, tile_cols
+    tiles = np.empty((16, grad.shape[0], stop - first, right - left, grad.shape[-1]), dtype=grad.dtype) if out is None else out
+    _output_tiles_transposed(grad, tiles, first, left)
     return tiles
 
 
 @numba.njit(cache=True, nogil=True)
-def _input_tiles_transposed(tiles, image, first, ph, pw):
+def _input_tiles_transposed(tiles, image, first, left, ph, pw):
     channels, rows, cols, n_images = tiles.shape[1:]
     height, width = image.shape[1], image.shape[2]
     t = np.empty((16, n_images), dtype=tiles.dtype)
@@ -179,7 +182,7 @@ def _input_tiles_transposed(tiles, image, first, ph, pw):
                         u[2, n] = t[4 * i + 1, n] + t[4 * i + 2, n] - t[4 * i, n]
                         u[3, n] = -t[4 * i + 3, n]
                     for j in range(4):
-                        x = 2 * q + j - pw
+                        x = 2 * (left + q) + j - pw
                         if x < 0 or x >= width:
                             continue
                         pixel = image[c, y, x]
@@ -188,9 +191,9 @@ def _input_tiles_transposed(tiles, image, first, ph, pw):
                             pixel[n] += part[n]
 
 
-def input_tiles_transposed(tiles, image, first, padding):
+def input_tiles_transposed(tiles, image, origin, padding):
     """The transpose of :func:`input_tiles`: add the gradient of C-contiguous (16, C, R, TW, N)
-    tiles, tile rows first..first+R of the image padded by ``padding`` = (ph, pw), into the
-    C-contiguous unpadded (C, H, W, N) ``image``: each tile's ``B v B^T`` where it lies (tiles
-    overlap by two rows and columns), what falls on the padding left out."""
-    _input_tiles_transposed(tiles, image, first, *padding)
+    tiles whose first tile is tile (row, column) ``origin`` of the image padded by ``padding`` =
+    (ph, pw) into the C-contiguous unpadded (C, H, W, N) ``image``: each tile's ``B v B^T`` where
+    it lies (tiles overlap by two rows and columns), what falls on the padding left out."""
+    _input_tiles_transposed(tiles, image, *origin, *padding)

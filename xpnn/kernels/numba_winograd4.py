@@ -85,14 +85,14 @@ def _input_rows_transposed(v0, v1, v2, v3, v4, v5, t0, t1, t2, t3, t4, t5, k):
 
 
 @numba.njit(cache=True, nogil=True)
-def _input_tiles(image, tiles, first, k):
+def _input_tiles(image, tiles, first, left, k):
     channels, rows, cols, n_images = tiles.shape[1:]
     t = np.empty((36, n_images), dtype=image.dtype)
     for c in range(channels):
         for r in range(rows):
             y = 4 * (first + r)
             for q in range(cols):
-                x = 4 * q
+                x = 4 * (left + q)
                 for j in range(6):  # B^T d, column j of the tile read straight from the image
                     _input_rows(image[c, y, x + j], image[c, y + 1, x + j], image[c, y + 2, x + j], image[c, y + 3, x + j],
                                 image[c, y + 4, x + j], image[c, y + 5, x + j], t[j], t[6 + j], t[12 + j], t[18 + j], t[24 + j],
@@ -105,16 +105,17 @@ def _input_tiles(image, tiles, first, k):
 
 def input_tiles(image, tile_rows, tile_cols, out=None):
     """The (36, C, R, TW, N) transformed input tiles ``B^T d B`` of tile rows ``tile_rows`` =
-    (first, stop), R of them, of a C-contiguous padded (C, Hp, Wp, N) image, Hp >= 4*stop + 2
-    and Wp >= 4*TW + 2; written into the C-contiguous ``out`` when given."""
-    first, stop = tile_rows
-    tiles = np.empty((36, image.shape[0], stop - first, tile_cols, image.shape[-1]), dtype=image.dtype) if out is None else out
-    _input_tiles(image, tiles, first, _coefficients(image.dtype))
+    (first, stop), R of them, and tile columns ``tile_cols`` = (left, right), TW of them, of a
+    C-contiguous padded (C, Hp, Wp, N) image, Hp >= 4*stop + 2 and Wp >= 4*right + 2; written
+    into the C-contiguous ``out`` when given."""
+    (first, stop), (left, right) = tile_rows, tile_cols
+    tiles = np.empty((36, image.shape[0], stop - first, right - left, image.shape[-1]), dtype=image.dtype) if out is None else out
+    _input_tiles(image, tiles, first, left, _coefficients(image.dtype))
     return tiles
 
 
 @numba.njit(cache=True, nogil=True)
-def _output_tiles(products, bias, out, first, k):
+def _output_tiles(products, bias, out, first, left, k):
     channels, rows, cols, n_images = products.shape[1:]
     height, width = out.shape[1], out.shape[2]
     zero = k[0] - k[0]
@@ -128,7 +129,7 @@ def _output_tiles(products, bias, out, first, k):
                                  products[18 + j, o, r, q], products[24 + j, o, r, q], products[30 + j, o, r, q],
                                  s[j], s[6 + j], s[12 + j], s[18 + j], zero, k)
                 for a in range(4):  # (A^T m) A: columns, plus the bias; cropped at the image's edge
-                    y, x = 4 * (first + r) + a, 4 * q
+                    y, x = 4 * (first + r) + a, 4 * (left + q)
                     if y >= height:
                         continue
                     w = s[6 * a:6 * a + 6]
@@ -141,16 +142,16 @@ def _output_tiles(products, bias, out, first, k):
                             out[o, y, x + b, :] = edge[b]
 
 
-def output_tiles(products, bias, out, first):
+def output_tiles(products, bias, out, origin):
     """Write ``A^T m A + bias`` of C-contiguous (36, O, R, TW, N) tile products (``bias``: O
-    values), tile rows first..first+R, into the C-contiguous (O, OH, OW, N) image ``out``; an
-    output height or width that is not a multiple of 4 drops the rest of the last tile row or
-    column."""
-    _output_tiles(products, bias, out, first, _coefficients(products.dtype))
+    values) whose first tile is tile (row, column) ``origin`` into the C-contiguous (O, OH, OW, N)
+    image ``out``; an output height or width that is not a multiple of 4 drops the rest of the
+    last tile row or column."""
+    _output_tiles(products, bias, out, *origin, _coefficients(products.dtype))
 
 
 @numba.njit(cache=True, nogil=True)
-def _output_tiles_transposed(grad, tiles, first, k):
+def _output_tiles_transposed(grad, tiles, first, left, k):
     channels, rows, cols, n_images = tiles.shape[1:]
     height, width = grad.shape[1], grad.shape[2]
     g = np.zeros((16, n_images), dtype=grad.dtype)
@@ -159,7 +160,7 @@ def _output_tiles_transposed(grad, tiles, first, k):
         for r in range(rows):
             y = 4 * (first + r)
             for q in range(cols):
-                x = 4 * q
+                x = 4 * (left + q)
                 if y + 3 < height and x + 3 < width:
                     for b in range(4):  # A g: rows, column b of the tile read straight from the gradient
                         _output_rows_transposed(grad[o, y, x + b], grad[o, y + 1, x + b], grad[o, y + 2, x + b],
@@ -181,16 +182,17 @@ def _output_tiles_transposed(grad, tiles, first, k):
 
 def output_tiles_transposed(grad, tile_rows, tile_cols, out=None):
     """The transpose of :func:`output_tiles` (bias aside): the (36, O, R, TW, N) tiles
-    ``A g A^T`` of tile rows ``tile_rows`` = (first, stop) of a C-contiguous (O, OH, OW, N)
-    gradient, zeros beyond its edge; written into the C-contiguous ``out`` when given."""
-    first, stop = tile_rows
-    tiles = np.empty((36, grad.shape[0], stop - first, tile_cols, grad.shape[-1]), dtype=grad.dtype) if out is None else out
-    _output_tiles_transposed(grad, tiles, first, _coefficients(grad.dtype))
+    ``A g A^T`` of tile rows ``tile_rows`` = (first, stop) and columns ``tile_cols`` = (left,
+    right) of a C-contiguous (O, OH, OW, N) gradient, zeros beyond its edge; written into the
+    C-contiguous ``out`` when given."""
+    (first, stop), (left, right) = tile_rows, tile_cols
+    tiles = np.empty((36, grad.shape[0], stop - first, right - left, grad.shape[-1]), dtype=grad.dtype) if out is None else out
+    _output_tiles_transposed(grad, tiles, first, left, _coefficients(grad.dtype))
     return tiles
 
 
 @numba.njit(cache=True, nogil=True)
-def _input_tiles_transposed(tiles, image, first, ph, pw, k):
+def _input_tiles_transposed(tiles, image, first, left, ph, pw, k):
     channels, rows, cols, n_images = tiles.shape[1:]
     height, width = image.shape[1], image.shape[2]
     t = np.empty((36, n_images), dtype=tiles.dtype)
@@ -209,7 +211,7 @@ def _input_tiles_transposed(tiles, image, first, ph, pw, k):
                     _input_rows_transposed(t[6 * i], t[6 * i + 1], t[6 * i + 2], t[6 * i + 3], t[6 * i + 4], t[6 * i + 5],
                                            u[0], u[1], u[2], u[3], u[4], u[5], k)
                     for j in range(6):
-                        x = 4 * q + j - pw
+                        x = 4 * (left + q) + j - pw
                         if x < 0 or x >= width:
                             continue
                         pixel = image[c, y, x]
@@ -218,9 +220,9 @@ def _input_tiles_transposed(tiles, image, first, ph, pw, k):
                             pixel[n] += part[n]
 
 
-def input_tiles_transposed(tiles, image, first, padding):
+def input_tiles_transposed(tiles, image, origin, padding):
     """The transpose of :func:`input_tiles`: add the gradient of C-contiguous (36, C, R, TW, N)
-    tiles, tile rows first..first+R of the image padded by ``padding`` = (ph, pw), into the
-    C-contiguous unpadded (C, H, W, N) ``image``: each tile's ``B v B^T`` where it lies (tiles
-    overlap by two rows and columns), what falls on the padding left out."""
-    _input_tiles_transposed(tiles, image, first, *padding, _coefficients(tiles.dtype))
+    tiles whose first tile is tile (row, column) ``origin`` of the image padded by ``padding`` =
+    (ph, pw) into the C-contiguous unpadded (C, H, W, N) ``image``: each tile's ``B v B^T`` where
+    it lies (tiles overlap by two rows and columns), what falls on the padding left out."""
+    _input_tiles_transposed(tiles, image, *origin, *padding, _coefficients(tiles.dtype))

@@ -21,7 +21,6 @@ coefficient by coefficient. For m = 2 the Numba loops add the same terms in the 
 input transform's transpose adds overlapping tiles in another order); for m = 4 they share sums
 between rows and agree to round-off. The matrices are the definition the tests check against."""
 
-import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -85,14 +84,17 @@ class WinogradWindows:
         self.padded_size = (m * self.tile_grid[0] + 2, m * self.tile_grid[1] + 2)
         self.image = padded_batch_last(x, padding, self.padded_size)
 
-    def _row_chunks(self, outputs, span=None):
-        """(first, stop) ranges of the tile rows in ``span`` (default: all) for a layer with
-        ``outputs`` channels."""
+    def _chunks(self, outputs, span=None):
+        """The chunks of the tile rows in ``span`` (default: all) for a layer with ``outputs``
+        channels, as ((first row, stop), (first column, stop)) tile ranges: whole rows, as many
+        as ``CHUNK_BYTES`` holds, at least one. (Blocks of a row's columns, for chunks that stay
+        in this machine's L2, made the transforms faster and the products slower: the layers
+        lost 5-12%, ``bench/NOTES.md``.)"""
         span = (0, self.tile_grid[0]) if span is None else span
-        n, c = self.x_shape[:2]
-        row_bytes = self.positions * (c + outputs) * self.tile_grid[1] * n * (self.xp.finfo(self.image.dtype).bits // 8)
+        (n, c), cols = self.x_shape[:2], self.tile_grid[1]
+        row_bytes = self.positions * (c + outputs) * cols * n * (self.xp.finfo(self.image.dtype).bits // 8)
         size = max(1, CHUNK_BYTES // max(row_bytes, 1))
-        return [(first, min(span[1], first + size)) for first in range(span[0], span[1], size)]
+        return [((first, min(span[1], first + size)), (0, cols)) for first in range(span[0], span[1], size)]
 
     def _thread_spans(self):
         """The tile rows as one contiguous range per xpnn thread (``xpnn.threads``) on NumPy."""
@@ -102,17 +104,19 @@ class WinogradWindows:
     def _flat(self, tiles):
         return self.xp.reshape(tiles, (self.positions, tiles.shape[1], -1))
 
-    def _tiles(self, flat, rows):
-        return self.xp.reshape(flat, (self.positions, flat.shape[1], rows[1] - rows[0], self.tile_grid[1], self.x_shape[0]))
+    def _tiles(self, flat, chunk):
+        (first, stop), (left, right) = chunk
+        return self.xp.reshape(flat, (self.positions, flat.shape[1], stop - first, right - left, self.x_shape[0]))
 
-    def _input_tiles(self, rows, buffers):
-        return self._flat(input_tiles(self.image, rows, self.tile_grid[1], buffers.take("input", self.x_shape[1], rows), m=self.m))
+    def _input_tiles(self, chunk, buffers):
+        return self._flat(input_tiles(self.image, *chunk, buffers.take("input", self.x_shape[1], chunk), m=self.m))
 
-    def _buffers(self, outputs, span):
-        """The chunks of tile rows of ``span`` for a layer with ``outputs`` channels, and a
+    def _buffers(self, outputs, *spans):
+        """The chunks of the tile rows of ``spans`` for a layer with ``outputs`` channels, and a
         :class:`_ChunkBuffers` for them."""
-        chunks = self._row_chunks(outputs, span)
-        return chunks, _ChunkBuffers(self.xp, self.image, self.positions, chunks[0][1] - chunks[0][0], self.tile_grid[1], self.x_shape[0])
+        chunks = [chunk for span in spans if span[1] > span[0] for chunk in self._chunks(outputs, span)]
+        largest = max((stop - first) * (right - left) for (first, stop), (left, right) in chunks)
+        return chunks, _ChunkBuffers(self.xp, self.image, self.positions, largest, self.x_shape[0])
 
     def _weight_tiles(self, weight):
         """The ((m+2)^2, O, C) transformed weight ``G w G^T`` of a (1, O, C*9) grouped weight."""
@@ -134,9 +138,9 @@ class WinogradWindows:
 
         def span_products(first, stop):  # each thread its own tile rows and buffers
             chunks, buffers = self._buffers(o, (first, stop))
-            for rows in chunks:
-                products = _matmul(u, self._input_tiles(rows, buffers), buffers.take("products", o, rows, flat=True))
-                output_tiles(self._tiles(products, rows), bias, out, rows[0], m=self.m)
+            for chunk in chunks:
+                products = _matmul(u, self._input_tiles(chunk, buffers), buffers.take("products", o, chunk, flat=True))
+                output_tiles(self._tiles(products, chunk), bias, out, (chunk[0][0], chunk[1][0]), m=self.m)
 
         threads.run(span_products, self._thread_spans())
         return xp.reshape(out, (1, o, -1))
@@ -159,44 +163,51 @@ class WinogradWindows:
 
     def _backward(self, weight, grad, need_weight, need_input):
         """``(weight gradient or None, input gradient or None)``, each only when asked for. Each
-        xpnn thread takes a range of tile rows and goes through its chunks from the last to the
-        first. As tiles overlap by two image rows, a range's first tile row adds into the rows of
-        the range before it's last: a thread adds its first chunk's input gradient only once the
-        thread before it has added its last chunk's, which that thread did first, so threads
-        rarely wait and never add into the same rows at once."""
+        xpnn thread takes a range of tile rows. As tiles overlap by two image rows, a range's
+        first tile row adds into rows that the range before it adds into too: every thread but
+        the first adds its first row's input gradient into a zeroed band of its own, the m + 2
+        image rows that row covers, and the bands are added into the image once the threads
+        have finished, so no two threads ever add into the same rows."""
         xp = self.xp
         o, (n, c) = grad.shape[1], self.x_shape[:2]
         grad_image = xp.reshape(grad, (o, *self.output_size, n))
         u_t = xp.matrix_transpose(self._weight_tiles(weight)) if need_input else None
         image = layout.zeros((c, *self.x_shape[2:], n), grad) if need_input else None
         spans = self._thread_spans()
-        last_rows_added = [threading.Event() for _ in spans]
 
-        def span_gradients(k, first, stop):  # the summed ((m+2)^2, O, C) weight-gradient tiles of these rows, or None
-            du = None
-            try:
-                chunks, buffers = self._buffers(o, (first, stop))
-                for rows in reversed(chunks):
-                    grad_tiles = self._flat(output_tiles_transposed(grad_image, rows, self.tile_grid[1], buffers.take("grad", o, rows), m=self.m))
-                    if need_weight:
-                        part = grad_tiles @ xp.matrix_transpose(self._input_tiles(rows, buffers))
-                        if du is None:
-                            du = part
-                        else:
-                            du += part
-                    if need_input:
-                        tile_grads = _matmul(u_t, grad_tiles, buffers.take("products", c, rows, flat=True))
-                        if rows[0] == first and k:
-                            last_rows_added[k - 1].wait()
-                        input_tiles_transposed(self._tiles(tile_grads, rows), image, rows[0], self.padding, m=self.m)
-                    last_rows_added[k].set()  # first reached after the range's last chunk
-            finally:
-                last_rows_added[k].set()
-            return du
+        def span_gradients(k, first, stop):
+            """The summed ((m+2)^2, O, C) weight-gradient tiles of these rows (or None), and the
+            band of the first row's input gradient (or None)."""
+            du, band = None, None
+            if need_input and k:
+                band = layout.zeros((c, self.m + 2, self.x_shape[3], n), grad)
+            spans_here = [(first, first + 1), (first + 1, stop)] if band is not None else [(first, stop)]  # the band's row alone
+            chunks, buffers = self._buffers(o, *spans_here)
+            for chunk in chunks:
+                grad_tiles = self._flat(output_tiles_transposed(grad_image, *chunk, buffers.take("grad", o, chunk), m=self.m))
+                if need_weight:
+                    part = grad_tiles @ xp.matrix_transpose(self._input_tiles(chunk, buffers))
+                    if du is None:
+                        du = part
+                    else:
+                        du += part
+                if need_input:
+                    tile_grads = self._tiles(_matmul(u_t, grad_tiles, buffers.take("products", c, chunk, flat=True)), chunk)
+                    (row, _), (left, _) = chunk
+                    if band is not None and row == first:  # the first row, a chunk of its own: into the band, as padded rows 0..m+1
+                        input_tiles_transposed(tile_grads, band, (0, left), (0, self.padding[1]), m=self.m)
+                    else:
+                        input_tiles_transposed(tile_grads, image, (row, left), self.padding, m=self.m)
+            return du, band
 
         du = None
-        for part in threads.run(span_gradients, [(k, *span) for k, span in enumerate(spans)]):
+        for (first, _), (part, band) in zip(spans, threads.run(span_gradients, [(k, *span) for k, span in enumerate(spans)])):
             du = part if du is None else du + part
+            if band is not None:
+                top = self.m * first - self.padding[0]  # the image row of the band's first
+                low, high = max(0, -top), min(self.m + 2, self.x_shape[2] - top)
+                if high > low:
+                    image[:, top + low:top + high, ...] += band[:, low:high, ...]
         return self._weight_gradient_from_tiles(du) if need_weight else None, image
 
     def _weight_gradient_from_tiles(self, du):
@@ -215,23 +226,25 @@ class _ChunkBuffers:
     than the transform on this machine). NumPy only; elsewhere ``take`` returns None and the
     doors allocate."""
 
-    def __init__(self, xp, like, positions, rows, cols, n):
-        self.xp, self.like, self.positions, self.size, self.cols, self.n = xp, like, positions, rows, cols, n
+    def __init__(self, xp, like, positions, tiles, n):
+        self.xp, self.like, self.positions, self.size, self.n = xp, like, positions, tiles, n
         self.arrays = {}
         self.numpy = backend.fast_path(xp) == "numba"
 
-    def take(self, role, channels, rows, flat=False):
-        """A (P, channels, R, TW, N) array for tile rows ``rows`` (R of them, P tile positions),
-        or its (P, channels, R*TW*N) view when ``flat``; None off NumPy."""
+    def take(self, role, channels, chunk, flat=False):
+        """A (P, channels, R, TW, N) array for the tile ranges ``chunk`` = ((first, stop), (left,
+        right)) (P tile positions), or its (P, channels, R*TW*N) view when ``flat``; None off
+        NumPy."""
         if not self.numpy:
             return None
         if role not in self.arrays:
-            self.arrays[role] = self.xp.empty((self.positions, channels, self.size * self.cols * self.n), dtype=self.like.dtype)
-        count = (rows[1] - rows[0]) * self.cols * self.n
+            self.arrays[role] = self.xp.empty((self.positions, channels, self.size * self.n), dtype=self.like.dtype)
+        (first, stop), (left, right) = chunk
+        count = (stop - first) * (right - left) * self.n
         piece = self.arrays[role]
-        if count != piece.shape[-1]:  # the last, shorter chunk: the buffer's start, C-contiguous
+        if count != piece.shape[-1]:  # a smaller chunk: the buffer's start, C-contiguous
             piece = self.xp.reshape(self.xp.reshape(piece, (-1,))[:self.positions * channels * count], (self.positions, channels, count))
-        return piece if flat else self.xp.reshape(piece, (self.positions, channels, rows[1] - rows[0], self.cols, self.n))
+        return piece if flat else self.xp.reshape(piece, (self.positions, channels, stop - first, right - left, self.n))
 
 
 def _matmul(a, b, out):
@@ -277,8 +290,8 @@ def _columns(matrix):
 
 def input_tiles(image, tile_rows, tile_cols, out=None, *, m):
     """The ((m+2)^2, C, R, TW, N) tiles ``B^T d B`` of tile rows ``tile_rows`` = (first, stop), R
-    of them, of a padded (C, Hp, m*TW+2, N) image (Hp >= m*stop + 2), written into ``out`` when
-    given (NumPy).
+    of them, and tile columns ``tile_cols`` = (left, right), TW of them, of a padded (C, Hp, Wp,
+    N) image (Hp >= m*stop + 2, Wp >= m*right + 2), written into ``out`` when given (NumPy).
 
     Door: ``numba_winograd.input_tiles`` (m = 2) or ``numba_winograd4.input_tiles`` (m = 4) on
     NumPy, else :func:`input_tiles_portable`."""
@@ -292,8 +305,9 @@ def input_tiles_portable(image, tile_rows, tile_cols, *, m):
     rows, then by its rows again for the columns."""
     xp = backend.namespace_of(image)
     size, b_t = m + 2, TRANSFORMS[m].input
-    image = image[:, m * tile_rows[0]:m * tile_rows[1] + 2, ...]
-    rows, cols, (c, n) = tile_rows[1] - tile_rows[0], tile_cols, (image.shape[0], image.shape[-1])
+    (first, stop), (left, right) = tile_rows, tile_cols
+    image = image[:, m * first:m * stop + 2, m * left:m * right + 2, :]
+    rows, cols, (c, n) = stop - first, right - left, (image.shape[0], image.shape[-1])
     d = [[image[:, i:i + m * (rows - 1) + 1:m, j:j + m * (cols - 1) + 1:m, :] for j in range(size)] for i in range(size)]
     t = [[_combination(b_t[i], [d[k][j] for k in range(size)]) for j in range(size)] for i in range(size)]
     tiles = xp.empty((size * size, c, rows, cols, n), dtype=image.dtype, device=backend.device_of(image))
@@ -303,25 +317,25 @@ def input_tiles_portable(image, tile_rows, tile_cols, *, m):
     return tiles
 
 
-def output_tiles(products, bias, out, first_row, *, m):
-    """Write ``A^T p A + bias`` of ((m+2)^2, O, R, TW, N) tile products, tile rows first_row
-    onwards, into their rows of the (O, OH, OW, N) image ``out`` (the last tile row and column
-    cropped at its edge).
+def output_tiles(products, bias, out, origin, *, m):
+    """Write ``A^T p A + bias`` of ((m+2)^2, O, R, TW, N) tile products whose first is tile
+    (row, column) ``origin`` into their pixels of the (O, OH, OW, N) image ``out`` (the last tile
+    row and column cropped at its edge).
 
     Door: ``numba_winograd.output_tiles`` (m = 2) or ``numba_winograd4.output_tiles`` (m = 4) on
     NumPy, else :func:`output_tiles_portable`."""
     if backend.numba_fits(products, bias, out):
-        return _compiled(m).output_tiles(products, bias, out, first_row)
-    return output_tiles_portable(products, bias, out, first_row, m=m)
+        return _compiled(m).output_tiles(products, bias, out, origin)
+    return output_tiles_portable(products, bias, out, origin, m=m)
 
 
-def output_tiles_portable(products, bias, out, first_row, *, m):
+def output_tiles_portable(products, bias, out, origin, *, m):
     """:func:`output_tiles` in Array API calls: each of the m x m output offsets of every tile
-    written through one strided view of the chunk's rows, whose edge is then cropped."""
+    written through one strided view of the chunk's pixels, whose edge is then cropped."""
     xp = backend.namespace_of(products)
     size, a_t = m + 2, TRANSFORMS[m].output
     _, o, rows, cols, n = products.shape
-    top, (height, width) = m * first_row, out.shape[1:3]
+    (top, left), (height, width) = (m * origin[0], m * origin[1]), out.shape[1:3]
     p = [[products[size * i + j, ...] for j in range(size)] for i in range(size)]
     s = [[_combination(a_t[a], [p[i][j] for i in range(size)]) for j in range(size)] for a in range(m)]
     b = xp.reshape(bias, (o, 1, 1, 1))
@@ -329,14 +343,15 @@ def output_tiles_portable(products, bias, out, first_row, *, m):
     for a in range(m):
         for c in range(m):
             whole[:, a::m, c::m, :] = _combination(a_t[c], s[a]) + b
-    bottom = min(height, top + m * rows)
-    out[:, top:bottom, ...] = whole[:, :bottom - top, :width, :]
+    bottom, right = min(height, top + m * rows), min(width, left + m * cols)
+    out[:, top:bottom, left:right, :] = whole[:, :bottom - top, :right - left, :]
 
 
 def output_tiles_transposed(grad, tile_rows, tile_cols, out=None, *, m):
     """The transpose of :func:`output_tiles` (bias aside): the ((m+2)^2, O, R, TW, N) tiles
-    ``A g A^T`` of tile rows ``tile_rows`` = (first, stop) of an (O, OH, OW, N) gradient, zeros
-    beyond its edge; written into ``out`` when given (NumPy).
+    ``A g A^T`` of tile rows ``tile_rows`` = (first, stop) and columns ``tile_cols`` = (left,
+    right) of an (O, OH, OW, N) gradient, zeros beyond its edge; written into ``out`` when given
+    (NumPy).
 
     Door: ``numba_winograd.output_tiles_transposed`` (m = 2) or
     ``numba_winograd4.output_tiles_transposed`` (m = 4) on NumPy, else
@@ -351,8 +366,9 @@ def output_tiles_transposed_portable(grad, tile_rows, tile_cols, *, m):
     combined by A's rows (A^T's columns)."""
     xp = backend.namespace_of(grad)
     size, a = m + 2, _columns(TRANSFORMS[m].output)
-    grad = grad[:, m * tile_rows[0]:min(m * tile_rows[1], grad.shape[1]), ...]
-    rows, cols, (o, height, width, n) = tile_rows[1] - tile_rows[0], tile_cols, grad.shape
+    (first, stop), (left, right) = tile_rows, tile_cols
+    grad = grad[:, m * first:min(m * stop, grad.shape[1]), m * left:min(m * right, grad.shape[2]), :]
+    rows, cols, (o, height, width, n) = stop - first, right - left, grad.shape
     if (height, width) != (m * rows, m * cols):
         full = xp.zeros((o, m * rows, m * cols, n), dtype=grad.dtype, device=backend.device_of(grad))
         full[:, :height, :width, :] = grad
@@ -366,36 +382,37 @@ def output_tiles_transposed_portable(grad, tile_rows, tile_cols, *, m):
     return tiles
 
 
-def input_tiles_transposed(tiles, image, first_row, padding, *, m):
-    """The transpose of :func:`input_tiles`: add the gradient of ((m+2)^2, C, R, TW, N) tiles,
-    tile rows first_row onwards of the image padded by ``padding`` = (ph, pw), into the unpadded
-    (C, H, W, N) ``image``: each tile's ``B v B^T`` where it lies (tiles overlap by two rows and
-    columns), what falls on the padding left out.
+def input_tiles_transposed(tiles, image, origin, padding, *, m):
+    """The transpose of :func:`input_tiles`: add the gradient of ((m+2)^2, C, R, TW, N) tiles
+    whose first is tile (row, column) ``origin`` of the image padded by ``padding`` = (ph, pw)
+    into the unpadded (C, H, W, N) ``image``: each tile's ``B v B^T`` where it lies (tiles
+    overlap by two rows and columns), what falls on the padding left out.
 
     Door: ``numba_winograd.input_tiles_transposed`` (m = 2) or
     ``numba_winograd4.input_tiles_transposed`` (m = 4) on NumPy, else
     :func:`input_tiles_transposed_portable`."""
     if backend.numba_fits(tiles, image):
-        return _compiled(m).input_tiles_transposed(tiles, image, first_row, padding)
-    return input_tiles_transposed_portable(tiles, image, first_row, padding, m=m)
+        return _compiled(m).input_tiles_transposed(tiles, image, origin, padding)
+    return input_tiles_transposed_portable(tiles, image, origin, padding, m=m)
 
 
-def input_tiles_transposed_portable(tiles, image, first_row, padding, *, m):
+def input_tiles_transposed_portable(tiles, image, origin, padding, *, m):
     """:func:`input_tiles_transposed` in Array API calls: each tile position's ``B v B^T`` (B's
-    rows are B^T's columns) added through one strided view into a zeroed band of the padded
-    image, the rows these tiles cover, whose interior is then added into those rows of
-    ``image`` (no others: xpnn's threads add their own bands at once)."""
+    rows are B^T's columns) added through one strided view into a zeroed block of the padded
+    image, the pixels these tiles cover, whose part inside the padding is then added into those
+    pixels of ``image`` (no others: xpnn's threads add their own blocks at once)."""
     xp = backend.namespace_of(tiles)
     size, b = m + 2, _columns(TRANSFORMS[m].input)
     _, c, rows, cols, n = tiles.shape
     (ph, pw), (h, w) = padding, tuple(image.shape[1:3])
-    band = xp.zeros((c, m * (rows - 1) + size, max(w + 2 * pw, m * cols + 2), n), dtype=tiles.dtype, device=backend.device_of(tiles))
+    block = xp.zeros((c, m * (rows - 1) + size, m * (cols - 1) + size, n), dtype=tiles.dtype, device=backend.device_of(tiles))
     v = [[tiles[size * i + j, ...] for j in range(size)] for i in range(size)]
     t = [[_combination(b[k], [v[i][j] for i in range(size)]) for j in range(size)] for k in range(size)]
     for k in range(size):
         for j in range(size):
-            band[:, k:k + m * (rows - 1) + 1:m, j:j + m * (cols - 1) + 1:m, :] += _combination(b[j], t[k])
-    top = m * first_row - ph  # the image row of the band's first row
-    low, high = max(0, -top), min(band.shape[1], h - top)
-    if high > low:
-        image[:, top + low:top + high, ...] += band[:, low:high, pw:pw + w, :]
+            block[:, k:k + m * (rows - 1) + 1:m, j:j + m * (cols - 1) + 1:m, :] += _combination(b[j], t[k])
+    top, left = m * origin[0] - ph, m * origin[1] - pw  # the image pixel of the block's first
+    low, high = max(0, -top), min(block.shape[1], h - top)
+    first_col, last_col = max(0, -left), min(block.shape[2], w - left)
+    if high > low and last_col > first_col:
+        image[:, top + low:top + high, left + first_col:left + last_col, :] += block[:, low:high, first_col:last_col, :]
