@@ -306,10 +306,13 @@ def test_dropout_numba_path_equals_its_portable_twin_bit_for_bit(monkeypatch, rn
     like the input, also split over two xpnn threads."""
     import array_api_strict
 
+    import sys
+
     from xpnn import ops, threads
     from xpnn.ops.dropout import dropout_portable
 
     monkeypatch.setattr(threads, "SPLIT_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(sys.modules["xpnn.ops.dropout"], "NUMBA_MIN_ELEMENTS", 1)
     memory = rng.normal(size=(3, 4, 5, 6)).astype(dtype)
     memory[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]
     x = memory.transpose(3, 0, 1, 2) if batch_last else memory
@@ -331,3 +334,19 @@ def test_dropout_numba_path_equals_its_portable_twin_bit_for_bit(monkeypatch, rn
     np.testing.assert_array_equal(g, g_twin)
     assert y.strides == x.strides and g.strides == grad.strides
     np.testing.assert_allclose(other, g_twin.astype(other.dtype), rtol=1e-6)
+
+
+def test_small_arrays_take_the_portable_relu_and_dropout_on_numpy(rng):
+    """Below NUMBA_MIN_ELEMENTS the compiled passes' fixed cost per call outweighs what they save
+    (bench/compiled_threshold.py): a small array takes the portable path, a large one the
+    compiled one, with the same values."""
+    import sys
+
+    from xpnn import ops
+
+    activation, dropout = sys.modules["xpnn.ops.activation"], sys.modules["xpnn.ops.dropout"]
+    for module, call in ((activation, lambda x: ops.relu(x)), (dropout, lambda x: ops.dropout(x, np.full_like(x, 0.5), 0.25))):
+        small = rng.normal(size=module.NUMBA_MIN_ELEMENTS - 1).astype(np.float32)
+        large = rng.normal(size=module.NUMBA_MIN_ELEMENTS).astype(np.float32)
+        assert "portable" in call(small)[1].__qualname__
+        assert "numba" in call(large)[1].__qualname__

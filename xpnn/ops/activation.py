@@ -1,19 +1,24 @@
 """ReLU forward and backward: one door, :func:`relu`, returning the output and its backward.
 
 Paths: on NumPy one compiled pass makes the output and a uint8 0/1 mask, and one applies it
-backward (``xpnn.kernels.numba_elementwise``), on CUDA one kernel launch each way
+backward (for arrays of at least ``NUMBA_MIN_ELEMENTS``) (``xpnn.kernels.numba_elementwise``), on CUDA one kernel launch each way
 (``xpnn.kernels.cuda_elementwise``); both walk the input in its own memory order (Conv2d's
 batch-last output included) and need an input without gaps. Otherwise, and for float16, the
 portable ``maximum`` and a 0/1 multiply (not ``where``, many times slower on NumPy)."""
 
 from .. import backend
 
+# On NumPy, arrays of fewer elements take the portable path: the compiled passes cost some 15
+# microseconds a call before the first element, more than NumPy's ufuncs below about 49,152
+# elements (bench/compiled_threshold.py).
+NUMBA_MIN_ELEMENTS = 1 << 16
+
 
 def relu(x):
     """``(max(x, 0), backward)``: the output laid out like ``x`` (NaN stays NaN, as in PyTorch)
     and ``backward(grad)``, which passes the gradient where the input was positive."""
     path = backend.fast_path(backend.namespace_of(x))
-    compiled = path != "portable" and backend.kernel_dtype(x) and x.size
+    compiled = path != "portable" and backend.kernel_dtype(x) and x.size and (path != "numba" or x.size >= NUMBA_MIN_ELEMENTS)
     if compiled and backend.flat_in_memory_order(x) is not None:
         return relu_numba(x) if path == "numba" else relu_cuda(x)
     return relu_portable(x)
