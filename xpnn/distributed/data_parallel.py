@@ -29,6 +29,10 @@ from ..errors import DistributedError
 
 
 ABORT_GRACE = 5.0  # seconds a rank waits for rank 0 to report an error all ranks found
+# Seconds a rank waits between printing its error and aborting the job: MPI_Abort can end the
+# launcher's output forwarding before the line written just before it reaches the terminal (one
+# run in eight lost it under MPICH's mpiexec).
+OUTPUT_DRAIN = 0.5
 
 
 class CollectiveError(DistributedError):
@@ -160,6 +164,7 @@ def fail(comm, exc):
     elif not type(exc).__module__.startswith("xpnn"):
         message = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     print(f"xpnn: error: rank {comm.rank} of {comm.size}: {message}", file=sys.stderr, flush=True)
+    time.sleep(OUTPUT_DRAIN)
     comm.abort(2)
 
 
