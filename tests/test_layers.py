@@ -57,10 +57,13 @@ def test_rectifiers_are_exact_at_the_extremes(backend, make, slope):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layout", ["C", "batch-last", "strided", "float16"])
-def test_relu_compiled_pass_equals_the_ufuncs(rng, dtype, layout):
+def test_relu_compiled_pass_equals_the_ufuncs(monkeypatch, rng, dtype, layout):
     """On NumPy ReLU makes its output and mask in one compiled pass over gap-free inputs, keeping
-    their memory order; strided slices and float16 take the ufuncs. Same values either way."""
+    their memory order; strided slices and float16 take the ufuncs. Same values either way (the
+    size threshold lowered so that this small array takes the compiled pass)."""
     from xpnn.ops import activation
+
+    monkeypatch.setattr(activation, "NUMBA_MIN_ELEMENTS", 1)
 
     x = rng.normal(size=(5, 3, 4, 6)).astype(dtype)
     x.reshape(-1)[:6] = [np.nan, -np.inf, np.inf, -0.0, 0.0, -1e-30]
@@ -75,6 +78,7 @@ def test_relu_compiled_pass_equals_the_ufuncs(rng, dtype, layout):
     if compiled:
         y_compiled, backward_compiled = activation.relu_numba(x)
         np.testing.assert_array_equal(y_compiled, y_portable)
+        assert y_compiled.strides == x.strides
         np.testing.assert_array_equal(backward_compiled(np.ones_like(x)), backward_portable(np.ones_like(x)))
         grad = rng.normal(size=x.shape).astype(dtype)
         grad.reshape(-1)[6:8] = [np.nan, np.inf]  # where the mask is 0 too: NaN * 0, as the portable multiply
@@ -208,10 +212,16 @@ def test_dropout_gradients_and_modes(backend, rng):
     assert layer(x) is x
 
 
-def test_dropout_keeps_a_batch_last_input_layout_each_way(rng):
+@pytest.mark.parametrize("threshold", [1, None])
+def test_dropout_keeps_a_batch_last_input_layout_each_way(monkeypatch, rng, threshold):
     """The mask is drawn in the input's memory order: a batch-last (Conv2d) input gives a batch-last
     output and input gradient (no transposing multiply), the mask the same draws as a C-ordered
-    input's, permuted."""
+    input's, permuted; through the compiled pass (its size threshold lowered to 1) and the
+    portable one."""
+    import sys
+
+    if threshold is not None:
+        monkeypatch.setattr(sys.modules["xpnn.ops.dropout"], "NUMBA_MIN_ELEMENTS", threshold)
     memory = rng.normal(size=(3, 4, 5, 6))  # (C, H, W, N)
     x = memory.transpose(3, 0, 1, 2)
     layer = nn.Dropout(0.3, generator=np.random.default_rng(7)).to("cpu", dtype="float64")
@@ -339,14 +349,20 @@ def test_dropout_numba_path_equals_its_portable_twin_bit_for_bit(monkeypatch, rn
 def test_small_arrays_take_the_portable_relu_and_dropout_on_numpy(rng):
     """Below NUMBA_MIN_ELEMENTS the compiled passes' fixed cost per call outweighs what they save
     (bench/compiled_threshold.py): a small array takes the portable path, a large one the
-    compiled one, with the same values."""
+    compiled one, whose values equal the portable path's."""
     import sys
 
     from xpnn import ops
 
     activation, dropout = sys.modules["xpnn.ops.activation"], sys.modules["xpnn.ops.dropout"]
-    for module, call in ((activation, lambda x: ops.relu(x)), (dropout, lambda x: ops.dropout(x, np.full_like(x, 0.5), 0.25))):
+    cases = ((activation, lambda x: ops.relu(x), lambda x: activation.relu_portable(x)),
+             (dropout, lambda x: ops.dropout(x, np.linspace(0, 1, x.size, dtype=x.dtype), 0.25),
+              lambda x: dropout.dropout_portable(x, np.linspace(0, 1, x.size, dtype=x.dtype), 0.25)))
+    for module, call, portable in cases:
         small = rng.normal(size=module.NUMBA_MIN_ELEMENTS - 1).astype(np.float32)
         large = rng.normal(size=module.NUMBA_MIN_ELEMENTS).astype(np.float32)
         assert "portable" in call(small)[1].__qualname__
-        assert "numba" in call(large)[1].__qualname__
+        (y, backward), (expected, expected_backward) = call(large), portable(large)
+        assert "portable" not in backward.__qualname__
+        np.testing.assert_array_equal(y, expected)
+        np.testing.assert_array_equal(backward(large), expected_backward(large))

@@ -164,7 +164,7 @@ def layer_outputs_and_gradients(model, x, seed=0):
     ("winograd conv, BatchNorm, ReLU, 2x2 max pool", lambda: nn.Sequential(
         nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 16 * 16, 10)),
      (32, 16, 32, 32)),
-    ("winograd, nine tile rows (the second thread's first row deferred)", lambda: nn.Sequential(nn.Conv2d(16, 16, 3, padding=1)), (20, 16, 18, 24)),
+    ("winograd, five 4x4 tile rows (the second thread's first row into a band)", lambda: nn.Sequential(nn.Conv2d(16, 16, 3, padding=1)), (20, 16, 18, 24)),
     ("direct conv (few outputs), im2col conv, col2im", lambda: nn.Sequential(
         nn.Conv2d(3, 6, 5, padding=2), nn.ReLU(), nn.Conv2d(6, 20, 3, stride=2), nn.ReLU()), (8, 3, 20, 20)),
 ])

@@ -124,6 +124,36 @@ def test_numba_transforms_equal_their_portable_twins(rng, m, dtype, tile_grid, t
         assert np.array_equal(compiled[:, ~reach], start[:, ~reach])
 
 
+@pytest.mark.parametrize("m", TILES)
+def test_the_transforms_are_lavin_and_grays_matrices(rng, m):
+    """Each tile's input transform is B^T d B, each output A^T p A (plus the bias), and the
+    weight's G w G^T, with the matrices of ``ops.winograd.TRANSFORMS`` (Lavin and Gray, 2015),
+    checked tile by tile against einsum, through the door each takes on NumPy."""
+    b_t, g, a_t = (np.array(matrix, dtype=float) for matrix in winograd.TRANSFORMS[m])
+    size = m + 2
+    assert b_t.shape == (size, size) and g.shape == (size, 3) and a_t.shape == (m, size)
+    image = rng.normal(size=(2, 3 * m + 2, 2 * m + 2, 3))
+    tiles = winograd.input_tiles(image, (0, 3), (0, 2), m=m)
+    for r in range(3):
+        for q in range(2):
+            d = image[:, m * r:m * r + size, m * q:m * q + size, :]
+            expected = np.einsum("ik,ckln,jl->ijcn", b_t, d, b_t).reshape(size * size, 2, 3)
+            np.testing.assert_allclose(tiles[:, :, r, q, :], expected, rtol=1e-12, atol=1e-12)
+    bias = rng.normal(size=2)
+    out = np.empty((2, 3 * m, 2 * m, 3))
+    winograd.output_tiles(tiles, bias, out, (0, 0), m=m)
+    for r in range(3):
+        for q in range(2):
+            p = tiles[:, :, r, q, :].reshape(size, size, 2, 3)
+            expected = np.einsum("ai,ijcn,bj->cabn", a_t, p, a_t) + bias[:, None, None, None]
+            np.testing.assert_allclose(out[:, m * r:m * r + m, m * q:m * q + m, :], expected, rtol=1e-12, atol=1e-12)
+    weight = rng.normal(size=(1, 4, 2 * 9))
+    u = winograd.WinogradWindows(rng.normal(size=(1, 2, 4, 4)), (1, 1), (4, 4), m)._weight_tiles(weight)
+    expected = np.einsum("ik,ockl,jl->ijoc", g, weight.reshape(4, 2, 3, 3), g).reshape(size * size, 4, 2)
+    np.testing.assert_allclose(u, expected, rtol=1e-13, atol=1e-13)
+
+
+
 @pytest.mark.parametrize("m, tolerance", [(2, 2e-6), (4, 2e-5)])
 def test_float32_tiles_stay_close_to_a_float64_window_matrix(rng, m, tolerance):
     """The accuracy float32 training gets: forward and both gradients of a 32 -> 16 layer with

@@ -38,6 +38,18 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, 
     threads.run(lambda s, e: _adam(*[None if a is None else a[s:e] for a in flat], *scalars), threads.spans(flat[0].size))
 
 
+@numba.njit(error_model="numpy", cache=True, nogil=True, inline="always")
+def rectify(values, mask):
+    """ReLU in place over a run of ``values``, its uint8 ``mask`` marking the kept ones: the
+    arithmetic of :func:`relu`, for the loops that fold a following ReLU into their last pass
+    (``nn.Sequential``'s fusion)."""
+    for t in range(values.shape[0]):
+        v = values[t]
+        keep = v > 0
+        mask[t] = 1 if keep else 0
+        values[t] = v if keep or v != v else 0  # NaN stays NaN, as with np.maximum
+
+
 @numba.njit(error_model="numpy", cache=True, nogil=True)
 def _relu(x, out, mask):
     for i in range(x.size):

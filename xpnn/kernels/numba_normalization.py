@@ -12,12 +12,13 @@ import numba
 import numpy as np
 
 from .. import threads
+from . import numba_elementwise
 
 _FAST = {"reassoc"}
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def _forward(x, weight, bias, eps, out, mean, var):
+def _forward(x, weight, bias, eps, out, mean, var, mask, rectify):
     blocks, channels, run = x.shape
     count = blocks * run
     for c in range(channels):
@@ -43,18 +44,23 @@ def _forward(x, weight, bias, eps, out, mean, var):
             dst = out[a, c]
             for i in range(run):
                 dst[i] = row[i] * scale + shift
+            if rectify:  # a following ReLU, while the run is in cache
+                numba_elementwise.rectify(dst, mask[a, c])
 
 
-def forward(x, weight, bias, eps):
+def forward(x, weight, bias, eps, relu=False):
     """``(y, mean, var)`` of a C-contiguous (A, C, B) ``x`` normalised per channel by the batch
     statistics (the biased variance) and scaled by ``weight``, shifted by ``bias`` (C values);
-    ``mean`` and ``var`` as float64 (C,) arrays."""
+    ``mean`` and ``var`` as float64 (C,) arrays. With ``relu``, ``y`` is rectified as it is
+    written and ``(y, mean, var, mask)`` comes back, the uint8 mask of the kept values."""
     out = np.empty_like(x)
+    mask = np.empty(x.shape if relu else (1, 1, 1), dtype=np.uint8)
     mean = np.empty(x.shape[1])
     var = np.empty(x.shape[1])
-    threads.run(lambda s, e: _forward(x[:, s:e], weight[s:e], bias[s:e], eps, out[:, s:e], mean[s:e], var[s:e]),
+    threads.run(lambda s, e: _forward(x[:, s:e], weight[s:e], bias[s:e], eps, out[:, s:e], mean[s:e], var[s:e],
+                                      mask[:, s:e] if relu else mask, relu),
                 threads.spans(x.shape[1], x.shape[0] * x.shape[2]))
-    return out, mean, var
+    return (out, mean, var, mask) if relu else (out, mean, var)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)

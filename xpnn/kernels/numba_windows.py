@@ -12,6 +12,7 @@ import numba
 import numpy as np
 
 from .. import threads
+from . import numba_elementwise
 
 
 @numba.njit(cache=True, nogil=True)
@@ -134,7 +135,7 @@ def max_pool_tiles_backward(grad, arg, kernel):
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"contract"})
-def _direct_conv(image, weight, bias, out):
+def _direct_conv(image, weight, bias, out, mask, rectify):
     outputs, rows, cols, n_images = out.shape
     channels, kh, kw = weight.shape[1:]
     width = image.shape[2]
@@ -169,15 +170,20 @@ def _direct_conv(image, weight, bias, out):
                         s0 = line[j * n_images:j * n_images + run]
                         for t in range(run):
                             acc[t] += w0 * s0[t]
+            if rectify:  # a following ReLU, while the run is in cache
+                numba_elementwise.rectify(acc, mask[o, r].reshape(run))
 
 
-def direct_conv(image, weight, bias, output_size):
+def direct_conv(image, weight, bias, output_size, relu=False):
     """The stride-1 undilated convolution of a C-contiguous padded (C, Hp, Wp, N) image with an
-    (O, C, KH, KW) weight, plus ``bias`` (O values): the (O, OH, OW, N) output."""
+    (O, C, KH, KW) weight, plus ``bias`` (O values): the (O, OH, OW, N) output; with ``relu``,
+    ``(max(output, 0), uint8 mask of the kept values)``, each output row rectified while in cache."""
     out = np.empty((weight.shape[0], *output_size, image.shape[-1]), dtype=image.dtype)
+    mask = np.empty(out.shape if relu else (1, 1, 1, 1), dtype=np.uint8)
     weight = np.ascontiguousarray(weight)
-    threads.run(lambda s, e: _direct_conv(image, weight[s:e], bias[s:e], out[s:e]), threads.spans(out.shape[0], out[0].size * weight[0].size))
-    return out
+    threads.run(lambda s, e: _direct_conv(image, weight[s:e], bias[s:e], out[s:e], mask[s:e] if relu else mask, relu),
+                threads.spans(out.shape[0], out[0].size * weight[0].size))
+    return (out, mask) if relu else out
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})

@@ -1,6 +1,7 @@
 """Winograd F(2x2, 3x3) tile transforms for NumPy compiled by Numba: the four passes around the
 sixteen GEMMs of ``xpnn.ops.winograd`` (input tiles, output tiles, and their two transposes for
-the backward pass), over Conv2d's batch-last (C, H, W, N) images, a range of tile rows at a time.
+the backward pass), over Conv2d's batch-last (C, H, W, N) images, a block of tile rows and
+columns at a time.
 
 Each loop works on one tile's sixteen length-N vectors through a small scratch buffer: with the
 16 loads, the 16 stores and the arithmetic in one loop body LLVM could not vectorise the batch
@@ -12,6 +13,10 @@ the portable version's, term for term (``xpnn.ops.winograd``); the measurements 
 
 import numba
 import numpy as np
+
+from . import numba_elementwise
+
+_NO_MASK = np.empty((1, 1, 1, 1), dtype=np.uint8)  # the mask argument when nothing is rectified
 
 
 @numba.njit(cache=True, nogil=True)
@@ -61,7 +66,7 @@ def input_tiles(image, tile_rows, tile_cols, out=None):
 
 
 @numba.njit(cache=True, nogil=True)
-def _output_tiles(products, bias, out, first, left):
+def _output_tiles(products, bias, out, first, left, mask, rectify):
     channels, rows, cols, n_images = products.shape[1:]
     height, width = out.shape[1], out.shape[2]
     s = np.empty((8, n_images), dtype=products.dtype)
@@ -87,17 +92,23 @@ def _output_tiles(products, bias, out, first, left):
                     even = out[o, y, x]
                     for n in range(n_images):
                         even[n] = s[4 * a, n] + s[4 * a + 1, n] + s[4 * a + 2, n] + b
+                    if rectify:
+                        numba_elementwise.rectify(even, mask[o, y, x])
                     if x + 1 < width:
                         odd = out[o, y, x + 1]
                         for n in range(n_images):
                             odd[n] = s[4 * a + 1, n] - s[4 * a + 2, n] - s[4 * a + 3, n] + b
+                        if rectify:
+                            numba_elementwise.rectify(odd, mask[o, y, x + 1])
 
 
-def output_tiles(products, bias, out, origin):
+def output_tiles(products, bias, out, origin, mask=None):
     """Write ``A^T m A + bias`` of C-contiguous (16, O, R, TW, N) tile products (``bias``: O
     values) whose first tile is tile (row, column) ``origin`` into the C-contiguous (O, OH, OW, N)
-    image ``out``; an odd OH or OW drops the last tile row or column's second half."""
-    _output_tiles(products, bias, out, *origin)
+    image ``out``; an odd OH or OW drops the last tile row or column's second half. With a uint8
+    ``mask`` laid out like ``out``, each value is rectified as written (a following ReLU) and
+    marked there."""
+    _output_tiles(products, bias, out, *origin, _NO_MASK if mask is None else mask, mask is not None)
 
 
 @numba.njit(cache=True, nogil=True)

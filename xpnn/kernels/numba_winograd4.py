@@ -1,7 +1,7 @@
 """Winograd F(4x4, 3x3) tile transforms for NumPy compiled by Numba: the four passes around the
 36 GEMMs of ``xpnn.ops.winograd`` for 6x6 tiles (input tiles, output tiles, and their two
-transposes for the backward pass), over Conv2d's batch-last (C, H, W, N) images, a range of tile
-rows at a time.
+transposes for the backward pass), over Conv2d's batch-last (C, H, W, N) images, a block of tile
+rows and columns at a time.
 
 Laid out as ``numba_winograd``'s F(2x2, 3x3) loops are: one tile's 36 length-N vectors through a
 scratch buffer, rows first, then columns. Each one-dimensional transform (B^T, A^T, A, B applied
@@ -15,6 +15,10 @@ number would promote the arithmetic to float64)."""
 
 import numba
 import numpy as np
+
+from . import numba_elementwise
+
+_NO_MASK = np.empty((1, 1, 1, 1), dtype=np.uint8)  # the mask argument when nothing is rectified
 
 
 def _coefficients(dtype):
@@ -115,7 +119,7 @@ def input_tiles(image, tile_rows, tile_cols, out=None):
 
 
 @numba.njit(cache=True, nogil=True)
-def _output_tiles(products, bias, out, first, left, k):
+def _output_tiles(products, bias, out, first, left, mask, rectify, k):
     channels, rows, cols, n_images = products.shape[1:]
     height, width = out.shape[1], out.shape[2]
     zero = k[0] - k[0]
@@ -136,18 +140,25 @@ def _output_tiles(products, bias, out, first, left, k):
                     if x + 3 < width:
                         _output_rows(w[0], w[1], w[2], w[3], w[4], w[5], out[o, y, x], out[o, y, x + 1], out[o, y, x + 2],
                                      out[o, y, x + 3], bias[o], k)
+                        written = 4
                     else:
                         _output_rows(w[0], w[1], w[2], w[3], w[4], w[5], edge[0], edge[1], edge[2], edge[3], bias[o], k)
-                        for b in range(width - x):
+                        written = width - x
+                        for b in range(written):
                             out[o, y, x + b, :] = edge[b]
+                    if rectify:  # a following ReLU, while the values are in cache
+                        for b in range(written):
+                            numba_elementwise.rectify(out[o, y, x + b], mask[o, y, x + b])
 
 
-def output_tiles(products, bias, out, origin):
+def output_tiles(products, bias, out, origin, mask=None):
     """Write ``A^T m A + bias`` of C-contiguous (36, O, R, TW, N) tile products (``bias``: O
     values) whose first tile is tile (row, column) ``origin`` into the C-contiguous (O, OH, OW, N)
     image ``out``; an output height or width that is not a multiple of 4 drops the rest of the
-    last tile row or column."""
-    _output_tiles(products, bias, out, *origin, _coefficients(products.dtype))
+    last tile row or column. With a uint8 ``mask`` laid out like ``out``, each value is rectified
+    as written (a following ReLU) and marked there."""
+    _output_tiles(products, bias, out, *origin, _NO_MASK if mask is None else mask, mask is not None,
+                  _coefficients(products.dtype))
 
 
 @numba.njit(cache=True, nogil=True)

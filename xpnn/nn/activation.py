@@ -22,13 +22,25 @@ class ReLU(Module):
     """
 
     _cache = ("_backward",)  # what only backward needs: dropped by a forward under nn.no_grad()
+    _given_mask = None
 
     def forward(self, x):
+        mask = self._given_mask
+        if mask is not None:  # the layer before applied this ReLU (nn.Sequential's fusion)
+            self._given_mask = None
+            self._backward = ops.relu_mask_backward(mask, x.dtype)
+            return x
         y, self._backward = ops.relu(x)
         return y
 
     def backward(self, grad):
         return self._backward(grad)
+
+    def _adopt_rectified(self, mask):
+        """Take the output of the layer before as already rectified, its kept values marked in
+        the uint8 ``mask`` laid out like it: the next forward returns its input as it is, and
+        backward applies the mask (``nn.Sequential`` fuses this way)."""
+        self._given_mask = mask
 
 
 class LeakyReLU(Module):

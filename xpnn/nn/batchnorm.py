@@ -16,6 +16,9 @@ class _BatchNorm(Module):
     ndims = ()  # accepted input ranks
     # what only backward needs: dropped by a forward under nn.no_grad()
     _cache = ("_axes", "_shape", "_batch_stats", "_inv_std", "_x_hat", "_norm_backward")
+    # nn.Sequential asks a batch norm followed by an nn.ReLU to apply it in its compiled pass
+    # (training statistics on NumPy); see nn.module._forward_fusing_relu.
+    _fuses_relu = True
     layout = ""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, dtype=None, xp=None):
@@ -77,7 +80,11 @@ class _BatchNorm(Module):
                 raise ConfigError(f"{self._where()}: expected more than 1 value per channel when training, got input of shape {tuple(x.shape)}")
             weight, bias = (self.weight.data, self.bias.data) if self.affine else (None, None)
             self._inv_std = self._x_hat = None  # the eval-mode cache, not kept beside this one
-            y, mean, var, self._norm_backward = ops.batch_norm_training(x, weight, bias, self.eps)
+            if getattr(self, "_relu_follows", False):  # nn.Sequential's fusion: the ReLU in the compiled pass
+                y, mean, var, self._norm_backward, mask = ops.batch_norm_training(x, weight, bias, self.eps, relu=True)
+                object.__setattr__(self, "_relu_mask", mask)
+            else:
+                y, mean, var, self._norm_backward = ops.batch_norm_training(x, weight, bias, self.eps)
             if self.training and self.track_running_stats:
                 self._update_running(mean, var, count)
             return y

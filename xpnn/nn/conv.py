@@ -101,7 +101,12 @@ class _Convolution(_ConvNd):
         oh, ow = geometry[-1]
         self._windows = ops.conv_windows(x, *geometry, self.groups, self.out_channels // self.groups)
         bias = None if self.bias is None else self.bias.data
-        y = xp.reshape(self._windows.matmul(self._grouped_weight(), bias), (self.out_channels, oh, ow, x.shape[0]))
+        if getattr(self, "_relu_follows", False) and self._windows.rectifies:  # nn.Sequential's fusion
+            y = self._windows.matmul(self._grouped_weight(), bias, relu=True)
+            object.__setattr__(self, "_relu_mask", xp.permute_dims(self._windows.relu_mask, (3, 0, 1, 2)))
+        else:
+            y = self._windows.matmul(self._grouped_weight(), bias)
+        y = xp.reshape(y, (self.out_channels, oh, ow, x.shape[0]))
         return xp.permute_dims(y, (3, 0, 1, 2))
 
     def _gradients(self, grad, need_input):
@@ -169,6 +174,10 @@ class Conv2d(_Convolution):
         self._build(in_channels, out_channels, groups, bias, init, dtype, generator,
                     weight_shape=lambda i, o, g: (o, i // g, kh, kw), fan_in=lambda s: s[1] * kh * kw, fan_out=lambda s: s[0] * kh * kw)
         self._windows = None
+
+    # nn.Sequential asks a Conv2d followed by an nn.ReLU to apply it in its own last pass, where
+    # its windows can (the Winograd and direct paths on NumPy); see nn.module._forward_fusing_relu.
+    _fuses_relu = True
 
     def forward(self, x):
         self._check_input(x, 4, "H, W")

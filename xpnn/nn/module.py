@@ -410,6 +410,25 @@ def _checking(method, name):
     return checked
 
 
+def _forward_fusing_relu(module, relu, x):
+    """``module(x)`` for a module followed by an ``nn.ReLU`` that can apply it in its own last
+    pass (Conv2d on NumPy's Winograd and direct paths, BatchNorm2d's compiled pass): asked to,
+    it returns its output rectified and leaves the mask of the kept values, which the ReLU then
+    adopts, so its forward passes the output on and its backward applies the mask. Both
+    modules are still called, in order; a module that cannot fuse this input leaves no mask and
+    the ReLU computes as usual. Equal, bit for bit, to the two layers apart."""
+    object.__setattr__(module, "_relu_follows", True)
+    try:
+        y = module(x)
+    finally:
+        object.__setattr__(module, "_relu_follows", False)
+    mask = module.__dict__.get("_relu_mask")
+    if mask is not None:
+        object.__setattr__(module, "_relu_mask", None)
+        relu._adopt_rectified(mask)
+    return y
+
+
 class Sequential(Module):
     """Applies modules in order; backward runs them in reverse.
 
@@ -468,8 +487,13 @@ class Sequential(Module):
         return self
 
     def forward(self, x):
-        for module in self._modules.values():
-            x = module(x)
+        modules = list(self._modules.values())
+        for k, module in enumerate(modules):
+            follower = modules[k + 1] if k + 1 < len(modules) else None
+            if getattr(module, "_fuses_relu", False) and "_adopt_rectified" in type(follower).__dict__:
+                x = _forward_fusing_relu(module, follower, x)
+            else:
+                x = module(x)
         return x
 
     def backward(self, grad):

@@ -8,7 +8,7 @@ that sits beside it in the same module (and runs on every other namespace, array
 included). Operations that have state for their backward pass return ``(output, backward)``,
 so the caller never needs to know which path ran. ``docs/design.md`` says how to add one."""
 
-from .activation import relu
+from .activation import relu, relu_mask_backward
 from .conv import conv_windows
 from .dropout import dropout
 from .gemm import matmul
@@ -20,6 +20,6 @@ from .updates import adam_update, sgd_update
 from .windows import col2im, col2im_batch_last, conv_output_size, im2col, im2col_batch_last, im2col_rows, pad2d, scatter_windows
 
 __all__ = [
-    "add", "matmul", "relu", "dropout", "conv_windows", "batch_norm_training", "check_labels", "softmax_cross_entropy", "max_pool2d", "adam_update", "sgd_update",
+    "add", "matmul", "relu", "relu_mask_backward", "dropout", "conv_windows", "batch_norm_training", "check_labels", "softmax_cross_entropy", "max_pool2d", "adam_update", "sgd_update",
     "im2col", "col2im", "im2col_batch_last", "col2im_batch_last", "im2col_rows", "conv_output_size", "pad2d", "scatter_windows",
 ]

@@ -9,8 +9,8 @@ portable ``maximum`` and a 0/1 multiply (not ``where``, many times slower on Num
 from .. import backend
 
 # On NumPy, arrays of fewer elements take the portable path: the compiled passes cost some 15
-# microseconds a call before the first element, more than NumPy's ufuncs below about 49,152
-# elements (bench/compiled_threshold.py).
+# microseconds a call before the first element; NumPy's ufuncs are faster below about 49,152
+# elements, level there, and slower from 65,536 (bench/compiled_threshold.py).
 NUMBA_MIN_ELEMENTS = 1 << 16
 
 
@@ -42,13 +42,28 @@ def relu_numba(x):
     from ..kernels import numba_elementwise
 
     y, mask = numba_elementwise.relu(x)
+    return y, relu_mask_backward(mask, x.dtype)
+
+
+def relu_mask_backward(mask, dtype):
+    """ReLU's backward on NumPy for a uint8 ``mask`` of the kept values (from the compiled ReLU,
+    or from a layer that applied the ReLU in its own last pass) and the forward's ``dtype``: one
+    compiled pass when the gradient is laid out like the mask, NumPy's multiply otherwise."""
+    from ..kernels import numba_elementwise
 
     def backward(grad):
-        if grad.dtype != x.dtype:  # promoted as the portable multiply by a mask in x's dtype promotes
-            return grad * mask.astype(x.dtype)
+        if grad.dtype != dtype:  # promoted as the portable multiply by a mask in x's dtype promotes
+            return grad * mask.astype(dtype)
         return numba_elementwise.relu_backward(grad, mask)
 
-    return y, backward
+    return backward
+
+
+def rectify_portable(y):
+    """``(max(y, 0), uint8 mask of y > 0)`` in Array API calls: a following ReLU applied by a
+    layer whose compiled pass could not (the fusion's portable twin)."""
+    xp = backend.namespace_of(y)
+    return xp.maximum(y, 0.0), xp.astype(y > 0, xp.uint8)
 
 
 def relu_cuda(x, kernels=None):

@@ -21,6 +21,7 @@ constants are in ``bench/NOTES.md``."""
 import numpy as np
 
 from .. import backend, threads
+from .activation import rectify_portable
 from .gemm import matmul
 from .winograd import WinogradWindows
 from .windows import col2im_batch_last, im2col_batch_last, im2col_rows, padded_batch_last
@@ -139,6 +140,10 @@ def reached_size(image_shape, kernel, stride, padding, dilation, windows):
 class _Windows:
     """What the window matrices share: the geometry, the bias, and the input gradient."""
 
+    # Whether ``matmul(weight, bias, relu=True)`` applies a following ReLU in its last pass and
+    # leaves the uint8 mask of the kept values in ``relu_mask`` (``nn.Sequential``'s fusion).
+    rectifies = False
+
     def _keep_geometry(self, x, kernel, stride, padding, dilation, output_size):
         self.x_shape, self.geometry, self.output_size = tuple(x.shape), (kernel, stride, padding, dilation), output_size
 
@@ -217,10 +222,14 @@ class DirectWindows(_Windows):
         self.xp = backend.namespace_of(x)
         self.image = padded_batch_last(x, padding)  # C-contiguous
         self.kernel = kernel
+        self.rectifies = backend.fast_path(self.xp) == "numba"
+        self.relu_mask = None
         self._keep_geometry(x, kernel, (1, 1), padding, (1, 1), output_size)
 
-    def matmul(self, weight, bias=None):
-        """The (1, O, OH*OW*N) convolution with a (1, O, C*KH*KW) weight, plus ``bias``."""
+    def matmul(self, weight, bias=None, relu=False):
+        """The (1, O, OH*OW*N) convolution with a (1, O, C*KH*KW) weight, plus ``bias``; with
+        ``relu``, rectified, the (O, OH, OW, N) uint8 mask of the kept values in ``relu_mask``
+        (each output row rectified while in cache by the compiled loop)."""
         xp = self.xp
         o = weight.shape[1]
         weight4 = xp.reshape(weight, (o, self.image.shape[0], *self.kernel))
@@ -229,9 +238,13 @@ class DirectWindows(_Windows):
         if backend.numba_fits(self.image, weight, bias):
             from ..kernels import numba_windows
 
-            y = numba_windows.direct_conv(self.image, weight4, bias, self.output_size)
+            y = numba_windows.direct_conv(self.image, weight4, bias, self.output_size, relu)
+            if relu:
+                y, self.relu_mask = y
         else:
             y = direct_conv_portable(self.image, weight4, bias, self.output_size)
+            if relu:
+                y, self.relu_mask = rectify_portable(y)
         return xp.reshape(y, (1, o, -1))
 
     def weight_gradient(self, grad):

@@ -11,17 +11,19 @@ import numpy as np
 from .. import backend
 
 
-def batch_norm_training(x, weight, bias, eps):
+def batch_norm_training(x, weight, bias, eps, relu=False):
     """``(y, mean, var, backward)`` for ``x`` (N, C, ...) normalised per channel over every axis
     but 1 by the batch mean and biased variance, then scaled by ``weight`` and shifted by ``bias``
     ((C,) arrays, or None for neither). ``y`` is laid out like ``x``; ``mean`` and ``var`` are (C,)
     in ``x``'s dtype; ``backward(grad)`` gives ``(grad_x, grad_weight, grad_bias)`` (None, None for
-    the parameters without ``weight``)."""
+    the parameters without ``weight``). With ``relu`` (a following ReLU, ``nn.Sequential``'s
+    fusion), ``(y rectified, mean, var, backward, mask)``: the uint8 mask of the kept values laid
+    out like ``y``, or None where the compiled pass does not run (``y`` then as without it)."""
     xp = backend.namespace_of(x)
     blocks = _channel_blocks(x) if backend.fast_path(xp) == "numba" and backend.kernel_dtype(x) else None
     if blocks is not None:
-        return batch_norm_training_numba(x, blocks, weight, bias, eps)
-    return batch_norm_training_portable(x, weight, bias, eps)
+        return batch_norm_training_numba(x, blocks, weight, bias, eps, relu)
+    return (*batch_norm_training_portable(x, weight, bias, eps), None) if relu else batch_norm_training_portable(x, weight, bias, eps)
 
 
 def _channel_blocks(x):
@@ -53,9 +55,10 @@ def _from_blocks(blocks, shape, layout):
     return blocks.reshape(shape)
 
 
-def batch_norm_training_numba(x, blocks, weight, bias, eps):
+def batch_norm_training_numba(x, blocks, weight, bias, eps, relu=False):
     """:func:`batch_norm_training` on NumPy through ``numba_normalization``, for ``x``'s
-    (A, C, B) ``blocks`` from ``_channel_blocks``."""
+    (A, C, B) ``blocks`` from ``_channel_blocks``; with ``relu``, the output rectified as it is
+    written, and its mask."""
     from ..kernels import numba_normalization
 
     view, layout = blocks
@@ -63,7 +66,7 @@ def batch_norm_training_numba(x, blocks, weight, bias, eps):
     affine = weight is not None
     scale = weight if affine else np.ones(c, dtype=dtype)
     shift = bias if affine else np.zeros(c, dtype=dtype)
-    out, mean, var = numba_normalization.forward(view, scale, shift, eps)
+    out, mean, var, *mask = numba_normalization.forward(view, scale, shift, eps, relu)
     inv_std = 1.0 / np.sqrt(var + eps)
 
     def backward(grad):
@@ -73,7 +76,8 @@ def batch_norm_training_numba(x, blocks, weight, bias, eps):
             return grad_x, None, None
         return grad_x, grad_weight.astype(dtype), grad_bias.astype(dtype)
 
-    return _from_blocks(out, x.shape, layout), mean.astype(dtype), var.astype(dtype), backward
+    result = (_from_blocks(out, x.shape, layout), mean.astype(dtype), var.astype(dtype), backward)
+    return (*result, _from_blocks(mask[0], x.shape, layout)) if relu else result
 
 
 def batch_norm_training_portable(x, weight, bias, eps):

@@ -27,6 +27,7 @@ import numpy as np
 
 from .. import backend, threads
 from . import layout
+from .activation import rectify_portable
 from .windows import padded_batch_last
 
 
@@ -79,6 +80,7 @@ class WinogradWindows:
             raise ValueError(f"Winograd tiles: expected m in {sorted(TRANSFORMS)}, got {m}")
         xp = backend.namespace_of(x)
         self.xp, self.m, self.positions = xp, m, (m + 2) ** 2
+        self.rectifies, self.relu_mask = backend.fast_path(xp) == "numba", None  # see ops.conv._Windows
         self.x_shape, self.padding, self.output_size = tuple(x.shape), padding, output_size
         self.tile_grid = (-(-output_size[0] // m), -(-output_size[1] // m))
         self.padded_size = (m * self.tile_grid[0] + 2, m * self.tile_grid[1] + 2)
@@ -126,13 +128,16 @@ class WinogradWindows:
         u = g @ xp.reshape(weight, (o, -1, 3, 3)) @ xp.matrix_transpose(g)
         return xp.reshape(xp.permute_dims(u, (2, 3, 0, 1)), (self.positions, o, -1))
 
-    def matmul(self, weight, bias=None):
+    def matmul(self, weight, bias=None, relu=False):
         """The convolution of the kept input with a (1, O, C*9) weight, plus ``bias`` (O values)
-        when given: (1, O, OH*OW*N), batch-last."""
+        when given: (1, O, OH*OW*N), batch-last; with ``relu``, rectified as the output tiles
+        are written, the (O, OH, OW, N) uint8 mask of the kept values in ``relu_mask``."""
         xp = self.xp
         u = self._weight_tiles(weight)
         o, device = u.shape[1], backend.device_of(u)
         out = xp.empty((o, *self.output_size, self.x_shape[0]), dtype=u.dtype, device=device)
+        mask = xp.empty(out.shape, dtype=xp.uint8, device=device) if relu else None
+        self.relu_mask = mask
         if bias is None:
             bias = xp.zeros((o,), dtype=u.dtype, device=device)
 
@@ -140,7 +145,7 @@ class WinogradWindows:
             chunks, buffers = self._buffers(o, (first, stop))
             for chunk in chunks:
                 products = _matmul(u, self._input_tiles(chunk, buffers), buffers.take("products", o, chunk, flat=True))
-                output_tiles(self._tiles(products, chunk), bias, out, (chunk[0][0], chunk[1][0]), m=self.m)
+                output_tiles(self._tiles(products, chunk), bias, out, (chunk[0][0], chunk[1][0]), mask, m=self.m)
 
         threads.run(span_products, self._thread_spans())
         return xp.reshape(out, (1, o, -1))
@@ -317,21 +322,23 @@ def input_tiles_portable(image, tile_rows, tile_cols, *, m):
     return tiles
 
 
-def output_tiles(products, bias, out, origin, *, m):
+def output_tiles(products, bias, out, origin, mask=None, *, m):
     """Write ``A^T p A + bias`` of ((m+2)^2, O, R, TW, N) tile products whose first is tile
     (row, column) ``origin`` into their pixels of the (O, OH, OW, N) image ``out`` (the last tile
-    row and column cropped at its edge).
+    row and column cropped at its edge). With a uint8 ``mask`` laid out like ``out``, the pixels
+    are rectified (a following ReLU) and the kept ones marked there.
 
     Door: ``numba_winograd.output_tiles`` (m = 2) or ``numba_winograd4.output_tiles`` (m = 4) on
     NumPy, else :func:`output_tiles_portable`."""
-    if backend.numba_fits(products, bias, out):
-        return _compiled(m).output_tiles(products, bias, out, origin)
-    return output_tiles_portable(products, bias, out, origin, m=m)
+    if backend.numba_fits(products, bias, out) and (mask is None or backend.is_c_contiguous(mask)):
+        return _compiled(m).output_tiles(products, bias, out, origin, mask)
+    return output_tiles_portable(products, bias, out, origin, mask, m=m)
 
 
-def output_tiles_portable(products, bias, out, origin, *, m):
+def output_tiles_portable(products, bias, out, origin, mask=None, *, m):
     """:func:`output_tiles` in Array API calls: each of the m x m output offsets of every tile
-    written through one strided view of the chunk's pixels, whose edge is then cropped."""
+    written through one strided view of the chunk's pixels, whose edge is then cropped; with a
+    ``mask``, the ReLU's ``maximum`` and comparison over them."""
     xp = backend.namespace_of(products)
     size, a_t = m + 2, TRANSFORMS[m].output
     _, o, rows, cols, n = products.shape
@@ -344,7 +351,10 @@ def output_tiles_portable(products, bias, out, origin, *, m):
         for c in range(m):
             whole[:, a::m, c::m, :] = _combination(a_t[c], s[a]) + b
     bottom, right = min(height, top + m * rows), min(width, left + m * cols)
-    out[:, top:bottom, left:right, :] = whole[:, :bottom - top, :right - left, :]
+    block = whole[:, :bottom - top, :right - left, :]
+    if mask is not None:
+        block, mask[:, top:bottom, left:right, :] = rectify_portable(block)
+    out[:, top:bottom, left:right, :] = block
 
 
 def output_tiles_transposed(grad, tile_rows, tile_cols, out=None, *, m):
@@ -399,8 +409,8 @@ def input_tiles_transposed(tiles, image, origin, padding, *, m):
 def input_tiles_transposed_portable(tiles, image, origin, padding, *, m):
     """:func:`input_tiles_transposed` in Array API calls: each tile position's ``B v B^T`` (B's
     rows are B^T's columns) added through one strided view into a zeroed block of the padded
-    image, the pixels these tiles cover, whose part inside the padding is then added into those
-    pixels of ``image`` (no others: xpnn's threads add their own blocks at once)."""
+    image, the pixels these tiles cover, whose part on the image (the padding left out) is then
+    added into those pixels of ``image`` and no others, as the Numba loop does."""
     xp = backend.namespace_of(tiles)
     size, b = m + 2, _columns(TRANSFORMS[m].input)
     _, c, rows, cols, n = tiles.shape
