@@ -1,7 +1,7 @@
 """What does ``nn.Sequential``'s fusion of a ReLU into the layer before it gain? The training step
-of each benchmark model with the fusion on and off (``Conv2d._fuses_relu`` and
-``BatchNorm2d._fuses_relu``), alternating blocks in one process (median step, half a second's
-pause after each block), on the threads ``Trainer`` gives each model. Run from the repository
+of each benchmark model with the fusion on and off (``nn.Sequential.fuse_relu``), alternating
+blocks in one process (median step, half a second's pause after each block), on the threads
+``Trainer`` gives each model. Run from the repository
 root: ``python bench/relu_fusion.py [model:batch ...]`` (default: the convolutional benchmark
 models at their benchmark batch sizes)."""
 
@@ -19,7 +19,7 @@ DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 def with_fusion(step, fuse):
     def run():
-        nn.Conv2d._fuses_relu = nn.BatchNorm2d._fuses_relu = fuse
+        nn.Sequential.fuse_relu = fuse
         step()
     return run
 
@@ -38,7 +38,7 @@ def main(argv):
         ms = {k: median(t) * 1e3 for k, t in alternate(tasks, 9, pause=0.5).items()}
         print(f"{model} batch {batch_size}: step with the ReLUs apart {ms['apart']:.2f} ms, fused {ms['fused']:.2f} "
               f"({ms['apart'] / ms['fused']:.3f}x)", flush=True)
-    nn.Conv2d._fuses_relu = nn.BatchNorm2d._fuses_relu = True
+    nn.Sequential.fuse_relu = True
 
 
 if __name__ == "__main__":

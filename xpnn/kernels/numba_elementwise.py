@@ -42,7 +42,8 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, 
 def rectify(values, mask):
     """ReLU in place over a run of ``values``, its uint8 ``mask`` marking the kept ones: the
     arithmetic of :func:`relu`, for the loops that fold a following ReLU into their last pass
-    (``nn.Sequential``'s fusion)."""
+    (``nn.Sequential``'s fusion). Inlined into loops of other modules, whose Numba cache does not
+    see a change here: after editing it, delete ``xpnn/kernels/__pycache__``."""
     for t in range(values.shape[0]):
         v = values[t]
         keep = v > 0

@@ -25,9 +25,8 @@ class ReLU(Module):
     _given_mask = None
 
     def forward(self, x):
-        mask = self._given_mask
-        if mask is not None:  # the layer before applied this ReLU (nn.Sequential's fusion)
-            self._given_mask = None
+        mask, self._given_mask = self._given_mask, None
+        if mask is not None and tuple(mask.shape) == tuple(x.shape):  # the layer before applied this ReLU (nn.Sequential's fusion)
             self._backward = ops.relu_mask_backward(mask, x.dtype)
             return x
         y, self._backward = ops.relu(x)

@@ -410,13 +410,26 @@ def _checking(method, name):
     return checked
 
 
+def _fuses_relu(module, follower):
+    """Whether ``module`` may apply ``follower`` itself: the follower is exactly an ``nn.ReLU``
+    (a subclass may compute otherwise) and the class that defines the module's ``forward`` says
+    ``_fuses_relu`` (a user's subclass with a forward of its own, which may change the output
+    after the fused pass, is left apart)."""
+    if "_adopt_rectified" not in type(follower).__dict__:
+        return False
+    owner = next(c for c in type(module).__mro__ if "forward" in c.__dict__)
+    return bool(owner.__dict__.get("_fuses_relu", False))
+
+
 def _forward_fusing_relu(module, relu, x):
     """``module(x)`` for a module followed by an ``nn.ReLU`` that can apply it in its own last
-    pass (Conv2d on NumPy's Winograd and direct paths, BatchNorm2d's compiled pass): asked to,
-    it returns its output rectified and leaves the mask of the kept values, which the ReLU then
-    adopts, so its forward passes the output on and its backward applies the mask. Both
-    modules are still called, in order; a module that cannot fuse this input leaves no mask and
-    the ReLU computes as usual. Equal, bit for bit, to the two layers apart."""
+    pass (Conv2d on NumPy's Winograd and direct paths, the batch norms' compiled pass with batch
+    statistics): asked to, it returns its output rectified and leaves the mask of the kept
+    values, which the ReLU then adopts, so its forward passes the output on and its backward
+    applies the mask. Both modules are still called, in order; a module that cannot fuse this
+    input leaves no mask and the ReLU computes as usual. Equal values to the two layers apart
+    (a negative zero comes out as +0, as from the compiled ReLU)."""
+    object.__setattr__(module, "_relu_mask", None)
     object.__setattr__(module, "_relu_follows", True)
     try:
         y = module(x)
@@ -436,6 +449,10 @@ class Sequential(Module):
     container takes its namespace from the first module. Indexing returns a module, a slice a
     new Sequential of the same module objects; ``append`` adds one at the end.
 
+    A Conv2d or batch norm followed by an ``nn.ReLU`` applies the ReLU in its own last pass where
+    its compiled path can (on NumPy), with the same values as the two layers apart and both still
+    called; ``Sequential.fuse_relu = False`` runs every layer apart (``docs/design.md``).
+
     Args:
         *modules: the Module instances, in order, or one ``OrderedDict`` of name -> Module. An
             argument that is not a Module raises an ``ArgumentTypeError`` (a TypeError).
@@ -444,6 +461,8 @@ class Sequential(Module):
         - Input: what the first module accepts.
         - Output: what the last module returns.
     """
+
+    fuse_relu = True
 
     def __init__(self, *modules):
         super().__init__()
@@ -490,7 +509,7 @@ class Sequential(Module):
         modules = list(self._modules.values())
         for k, module in enumerate(modules):
             follower = modules[k + 1] if k + 1 < len(modules) else None
-            if getattr(module, "_fuses_relu", False) and "_adopt_rectified" in type(follower).__dict__:
+            if self.fuse_relu and _fuses_relu(module, follower):
                 x = _forward_fusing_relu(module, follower, x)
             else:
                 x = module(x)
