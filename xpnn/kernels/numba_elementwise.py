@@ -35,7 +35,27 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, 
     dtype = param.dtype.type
     flat = [None if a is None else a.reshape(-1) for a in (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)]
     scalars = (dtype(1 - beta1), dtype(beta2), dtype(1 - beta2), dtype(scale), dtype(shifted_eps), dtype(l2), dtype(decay))
-    threads.run(lambda s, e: _adam(*[None if a is None else a[s:e] for a in flat], *scalars), threads.spans(flat[0].size))
+    _over_threads(_adam, flat, scalars)
+
+
+def _over_threads(kernel, flat, scalars=()):
+    """``kernel(*flat, *scalars)`` over equal-length 1-D arrays (None passed as None), each of
+    xpnn's threads (``threads.spans``) running it on its own range of the elements."""
+    threads.run(lambda s, e: kernel(*[None if a is None else a[s:e] for a in flat], *scalars), threads.spans(flat[0].size))
+
+
+def _flat_like(grad, mask):
+    """``grad`` as a 1-D view in memory order when it is laid out as ``mask`` (a uint8 array of
+    its shape) is, so one flat pass pairs their elements; else None."""
+    if grad.strides != tuple(s * grad.itemsize for s in mask.strides):
+        return None
+    return backend.flat_in_memory_order(grad)
+
+
+def unused_mask(ndim):
+    """The mask argument of a loop told not to rectify: a one-element uint8 array of ``ndim``
+    dimensions (the loop is compiled for one array type either way)."""
+    return np.empty((1,) * ndim, dtype=np.uint8)
 
 
 @numba.njit(error_model="numpy", cache=True, nogil=True, inline="always")
@@ -66,8 +86,7 @@ def relu(x):
     float32/float64 ``x`` without gaps in some axis order (``backend.flat_in_memory_order``)."""
     out, mask = np.empty_like(x), _uint8_like(x)
     flat = backend.flat_in_memory_order
-    x1, out1, mask1 = flat(x), flat(out), flat(mask)
-    threads.run(lambda s, e: _relu(x1[s:e], out1[s:e], mask1[s:e]), threads.spans(x1.size))
+    _over_threads(_relu, [flat(x), flat(out), flat(mask)])
     return out, mask
 
 
@@ -81,12 +100,12 @@ def relu_backward(grad, mask):
     """``grad * mask`` for ReLU's uint8 mask, laid out like the mask (the layout the forward
     handed on): in one pass when ``grad`` is laid out like it too, else NumPy's multiply.
     ``grad`` is float32 or float64 (``ops.activation`` sends other dtypes elsewhere)."""
-    flat = backend.flat_in_memory_order
-    if grad.strides != tuple(s * grad.itemsize for s in mask.strides) or flat(grad) is None:
+    grad1 = _flat_like(grad, mask)
+    if grad1 is None:
         return np.multiply(grad, mask, out=np.empty_like(mask, dtype=grad.dtype))
     out = np.empty_like(grad)
-    grad1, mask1, out1 = flat(grad), flat(mask), flat(out)
-    threads.run(lambda s, e: _relu_backward(grad1[s:e], mask1[s:e], out1[s:e]), threads.spans(grad1.size))
+    flat = backend.flat_in_memory_order
+    _over_threads(_relu_backward, [grad1, flat(mask), flat(out)])
     return out
 
 
@@ -113,9 +132,8 @@ def dropout(x, uniform, p):
     dtype = x.dtype.type
     out, keep = np.empty_like(x), _uint8_like(x)
     flat = backend.flat_in_memory_order
-    x1, u1, out1, keep1 = flat(x), flat(uniform), flat(out), flat(keep)
     p1, scale = dtype(p), dtype(1 / (1 - p))
-    threads.run(lambda s, e: _dropout(x1[s:e], u1[s:e], p1, scale, out1[s:e], keep1[s:e]), threads.spans(x1.size))
+    _over_threads(lambda x1, u1, out1, keep1: _dropout(x1, u1, p1, scale, out1, keep1), [flat(x), flat(uniform), flat(out), flat(keep)])
     return out, keep
 
 
@@ -131,12 +149,12 @@ def dropout_backward(grad, keep, p, dtype):
     forward input's): one pass when ``grad`` is of that dtype and laid out like ``keep``, else
     NumPy's multiply by the mask."""
     scale = np.dtype(dtype).type(1 / (1 - p))
-    flat = backend.flat_in_memory_order
-    if grad.dtype != dtype or grad.strides != tuple(s * grad.itemsize for s in keep.strides) or flat(grad) is None:
+    grad1 = _flat_like(grad, keep) if grad.dtype == dtype else None
+    if grad1 is None:
         return grad * (keep.astype(dtype) * scale)
     out = np.empty_like(grad)
-    grad1, keep1, out1 = flat(grad), flat(keep), flat(out)
-    threads.run(lambda s, e: _dropout_backward(grad1[s:e], keep1[s:e], scale, out1[s:e]), threads.spans(grad1.size))
+    flat = backend.flat_in_memory_order
+    _over_threads(lambda g, k, o: _dropout_backward(g, k, scale, o), [grad1, flat(keep), flat(out)])
     return out
 
 

@@ -54,7 +54,7 @@ def forward(x, weight, bias, eps, relu=False):
     ``mean`` and ``var`` as float64 (C,) arrays. With ``relu``, ``y`` is rectified as it is
     written and ``(y, mean, var, mask)`` comes back, the uint8 mask of the kept values."""
     out = np.empty_like(x)
-    mask = np.empty(x.shape if relu else (1, 1, 1), dtype=np.uint8)
+    mask = np.empty(x.shape, dtype=np.uint8) if relu else numba_elementwise.unused_mask(3)
     mean = np.empty(x.shape[1])
     var = np.empty(x.shape[1])
     threads.run(lambda s, e: _forward(x[:, s:e], weight[s:e], bias[s:e], eps, out[:, s:e], mean[s:e], var[s:e],

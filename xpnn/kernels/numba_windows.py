@@ -179,7 +179,7 @@ def direct_conv(image, weight, bias, output_size, relu=False):
     (O, C, KH, KW) weight, plus ``bias`` (O values): the (O, OH, OW, N) output; with ``relu``,
     ``(max(output, 0), uint8 mask of the kept values)``, each output row rectified while in cache."""
     out = np.empty((weight.shape[0], *output_size, image.shape[-1]), dtype=image.dtype)
-    mask = np.empty(out.shape if relu else (1, 1, 1, 1), dtype=np.uint8)
+    mask = np.empty(out.shape, dtype=np.uint8) if relu else numba_elementwise.unused_mask(4)
     weight = np.ascontiguousarray(weight)
     threads.run(lambda s, e: _direct_conv(image, weight[s:e], bias[s:e], out[s:e], mask[s:e] if relu else mask, relu),
                 threads.spans(out.shape[0], out[0].size * weight[0].size))

@@ -16,8 +16,6 @@ import numpy as np
 
 from . import numba_elementwise
 
-_NO_MASK = np.empty((1, 1, 1, 1), dtype=np.uint8)  # the mask argument when nothing is rectified
-
 
 @numba.njit(cache=True, nogil=True)
 def _input_tiles(image, tiles, first, left):
@@ -108,7 +106,7 @@ def output_tiles(products, bias, out, origin, mask=None):
     image ``out``; an odd OH or OW drops the last tile row or column's second half. With a uint8
     ``mask`` laid out like ``out``, each value is rectified as written (a following ReLU) and
     marked there."""
-    _output_tiles(products, bias, out, *origin, _NO_MASK if mask is None else mask, mask is not None)
+    _output_tiles(products, bias, out, *origin, numba_elementwise.unused_mask(4) if mask is None else mask, mask is not None)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -160,10 +158,28 @@ def output_tiles_transposed(grad, tile_rows, tile_cols, out=None):
     return tiles
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def add_tile_row(image, c, y, x, parts):
+    """Add one row of a tile's input gradient, ``parts`` (a vector per tile column), into
+    channel ``c``'s image row ``y`` from column ``x`` on, the columns outside the image (its
+    padding) left out; both tiles' transposed input transforms end so. Inlined into another
+    module's loop too, whose Numba cache does not see a change here: after editing it, delete
+    ``xpnn/kernels/__pycache__``."""
+    size, n_images = parts.shape
+    width = image.shape[2]
+    for j in range(size):
+        if x + j < 0 or x + j >= width:
+            continue
+        pixel = image[c, y, x + j]
+        part = parts[j]
+        for n in range(n_images):
+            pixel[n] += part[n]
+
+
 @numba.njit(cache=True, nogil=True)
 def _input_tiles_transposed(tiles, image, first, left, ph, pw):
     channels, rows, cols, n_images = tiles.shape[1:]
-    height, width = image.shape[1], image.shape[2]
+    height = image.shape[1]
     t = np.empty((16, n_images), dtype=tiles.dtype)
     u = np.empty((4, n_images), dtype=tiles.dtype)
     for c in range(channels):
@@ -192,14 +208,7 @@ def _input_tiles_transposed(tiles, image, first, left, ph, pw):
                         u[1, n] = t[4 * i + 1, n] - t[4 * i + 2, n] + t[4 * i + 3, n]
                         u[2, n] = t[4 * i + 1, n] + t[4 * i + 2, n] - t[4 * i, n]
                         u[3, n] = -t[4 * i + 3, n]
-                    for j in range(4):
-                        x = 2 * (left + q) + j - pw
-                        if x < 0 or x >= width:
-                            continue
-                        pixel = image[c, y, x]
-                        part = u[j]
-                        for n in range(n_images):
-                            pixel[n] += part[n]
+                    add_tile_row(image, c, y, 2 * (left + q) - pw, u)
 
 
 def input_tiles_transposed(tiles, image, origin, padding):

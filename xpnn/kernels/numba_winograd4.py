@@ -16,9 +16,7 @@ number would promote the arithmetic to float64)."""
 import numba
 import numpy as np
 
-from . import numba_elementwise
-
-_NO_MASK = np.empty((1, 1, 1, 1), dtype=np.uint8)  # the mask argument when nothing is rectified
+from . import numba_elementwise, numba_winograd
 
 
 def _coefficients(dtype):
@@ -157,7 +155,7 @@ def output_tiles(products, bias, out, origin, mask=None):
     image ``out``; an output height or width that is not a multiple of 4 drops the rest of the
     last tile row or column. With a uint8 ``mask`` laid out like ``out``, each value is rectified
     as written (a following ReLU) and marked there."""
-    _output_tiles(products, bias, out, *origin, _NO_MASK if mask is None else mask, mask is not None,
+    _output_tiles(products, bias, out, *origin, numba_elementwise.unused_mask(4) if mask is None else mask, mask is not None,
                   _coefficients(products.dtype))
 
 
@@ -205,7 +203,7 @@ def output_tiles_transposed(grad, tile_rows, tile_cols, out=None):
 @numba.njit(cache=True, nogil=True)
 def _input_tiles_transposed(tiles, image, first, left, ph, pw, k):
     channels, rows, cols, n_images = tiles.shape[1:]
-    height, width = image.shape[1], image.shape[2]
+    height = image.shape[1]
     t = np.empty((36, n_images), dtype=tiles.dtype)
     u = np.empty((6, n_images), dtype=tiles.dtype)
     for c in range(channels):
@@ -221,14 +219,7 @@ def _input_tiles_transposed(tiles, image, first, left, ph, pw, k):
                         continue
                     _input_rows_transposed(t[6 * i], t[6 * i + 1], t[6 * i + 2], t[6 * i + 3], t[6 * i + 4], t[6 * i + 5],
                                            u[0], u[1], u[2], u[3], u[4], u[5], k)
-                    for j in range(6):
-                        x = 4 * (left + q) + j - pw
-                        if x < 0 or x >= width:
-                            continue
-                        pixel = image[c, y, x]
-                        part = u[j]
-                        for n in range(n_images):
-                            pixel[n] += part[n]
+                    numba_winograd.add_tile_row(image, c, y, 4 * (left + q) - pw, u)
 
 
 def input_tiles_transposed(tiles, image, origin, padding):
